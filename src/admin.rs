@@ -1,0 +1,153 @@
+//! The admin API (SPEC 3): health, readiness, the live table, and reloads.
+//! Served only on the admin listener, never on the proxy's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
+
+use crate::config::{HostPattern, RouteSpec, TargetSpec};
+use crate::reload::{ReloadResult, Reloader, Trigger};
+
+/// Whether the router should receive traffic: set once the proxy listener
+/// is bound, cleared the moment a shutdown signal arrives.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub reloader: Arc<Reloader>,
+    pub readiness: Arc<Readiness>,
+}
+
+pub fn app(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/routes", get(routes))
+        .route("/reload", post(reload))
+        .route("/reloads", get(reloads))
+        .with_state(state)
+}
+
+/// Serializes a time as RFC 3339 UTC with whole seconds.
+pub fn rfc3339<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*at))
+}
+
+#[derive(Serialize)]
+struct ConfigStatus {
+    version: u64,
+    routes: usize,
+    #[serde(serialize_with = "rfc3339")]
+    loaded_at: SystemTime,
+    sha256: String,
+}
+
+fn health(state: &AdminState) -> Value {
+    let table = state.reloader.live().load_full();
+    json!({
+        "status": "ok",
+        "config": ConfigStatus {
+            version: table.meta.version,
+            routes: table.routes().len(),
+            loaded_at: table.meta.loaded_at,
+            sha256: table.meta.sha256.clone(),
+        },
+        "last_reload": state.reloader.last_reload(),
+    })
+}
+
+async fn healthz(State(state): State<AdminState>) -> Json<Value> {
+    Json(health(&state))
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.readiness.get() {
+        (StatusCode::OK, Json(json!({ "ready": true }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false })),
+        )
+            .into_response()
+    }
+}
+
+async fn routes(State(state): State<AdminState>) -> Json<Value> {
+    let table = state.reloader.live().load_full();
+    let routes: Vec<Value> = table.routes().iter().map(|r| route_json(&r.spec)).collect();
+    Json(json!({
+        "version": table.meta.version,
+        "sha256": table.meta.sha256,
+        "routes": routes,
+    }))
+}
+
+/// One route as the admin API and `check --diff` show it.
+pub fn route_json(spec: &RouteSpec) -> Value {
+    let headers: serde_json::Map<String, Value> = spec
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.to_string(), Value::String(value))
+        })
+        .collect();
+    let target = match &spec.target {
+        TargetSpec::Upstreams(urls) => json!({
+            "upstreams": urls.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+            "strip_prefix": spec.strip_prefix,
+            "timeout_ms": spec.timeout.as_millis() as u64,
+        }),
+        TargetSpec::Respond(respond) => json!({ "respond": respond.status.as_u16() }),
+    };
+    json!({
+        "name": spec.name,
+        "host": spec.host.as_ref().map(HostPattern::to_string),
+        "prefix": spec.prefix,
+        "headers": headers,
+        "methods": spec.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
+        "target": target,
+    })
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    let reloader = Arc::clone(&state.reloader);
+    let attempt = match tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin)).await {
+        Ok(attempt) => attempt,
+        Err(error) => {
+            tracing::error!(%error, "reload task failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let status = if attempt.result == ReloadResult::Error {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let mut body = health(&state);
+    body["reload"] = json!(attempt);
+    (status, Json(body)).into_response()
+}
+
+async fn reloads(State(state): State<AdminState>) -> Json<Value> {
+    Json(json!({ "reloads": state.reloader.history() }))
+}

@@ -1,0 +1,626 @@
+//! The route file as written: serde types that mirror `routes.yaml`, and the
+//! checks that need a position in the file to be useful.
+//!
+//! Every value that can be wrong on its own (a prefix, a URL, a duration, a
+//! status code, a header) is checked while it is deserialized, so the error
+//! carries serde_yaml's line and column and the path of the field. Checks that
+//! need the whole table (conflicting routes, the `tests:` section) live in
+//! [`crate::table`]. All use of serde_yaml stays in this module.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+use crate::path::canonical_path;
+
+/// A route without `timeout` waits this long for response headers; long
+/// enough for slow APIs, short enough that a hung upstream frees the client.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a route file was rejected. The message always names the route (or the
+/// test) and, where the parser knows it, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the file has no YAML document (an empty table must be written `routes: {{}}`)")]
+    Empty,
+    #[error("{0}")]
+    Yaml(String),
+    #[error("routes.{name}: {message}{}", at_position(*at))]
+    Route {
+        name: String,
+        message: String,
+        at: Option<(usize, usize)>,
+    },
+    #[error("routes.{second}: same host, prefix, headers and methods as route `{first}`{}", at_line(*line))]
+    Conflict {
+        first: String,
+        second: String,
+        line: Option<usize>,
+    },
+    #[error("tests[{index}]: {request} matched {actual}, expected {expected}{}", at_line(*line))]
+    TestFailed {
+        index: usize,
+        request: String,
+        expected: String,
+        actual: String,
+        line: Option<usize>,
+    },
+    #[error("tests[{index}]: {reason}{}", at_line(*line))]
+    BadTest {
+        index: usize,
+        reason: String,
+        line: Option<usize>,
+    },
+}
+
+fn at_position(at: Option<(usize, usize)>) -> String {
+    at.map(|(l, c)| format!(" at line {l} column {c}"))
+        .unwrap_or_default()
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(" at line {l}")).unwrap_or_default()
+}
+
+/// The bytes of a route file and their digest, read once so that the digest
+/// always describes exactly what was parsed.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub text: String,
+    pub sha256: String,
+}
+
+impl Source {
+    pub fn new(text: String) -> Self {
+        let sha256 = hex(&Sha256::digest(text.as_bytes()));
+        Source { text, sha256 }
+    }
+
+    /// Reads the file through any symlinks (a Kubernetes ConfigMap mount is a
+    /// chain of them), so the path always names the current version.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        std::fs::read_to_string(path)
+            .map(Source::new)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A parsed route file: every route checked on its own, in file order.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub routes: Vec<RouteSpec>,
+    pub tests: Vec<RouteTest>,
+}
+
+/// One route as the file states it, with each value already valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub name: String,
+    /// The line of the route's key, for errors that span routes.
+    pub line: SourceLine,
+    /// Canonical form: "/" or "/a/b", never a trailing slash.
+    pub prefix: String,
+    pub host: Option<HostPattern>,
+    /// Lower-case names; sorted so that equal sets compare equal.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Sorted and deduplicated.
+    pub methods: Option<Vec<Method>>,
+    pub target: TargetSpec,
+    pub strip_prefix: bool,
+    pub timeout: Duration,
+}
+
+/// Where a route stands in its file. It compares equal to any other
+/// position, so moving a route in the file does not count as changing it.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceLine(pub Option<usize>);
+
+impl PartialEq for SourceLine {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl RouteSpec {
+    /// One line: name, what it matches, where it sends (`check` prints it).
+    pub fn summary(&self) -> String {
+        let mut text = format!("{}: ", self.name);
+        if let Some(host) = &self.host {
+            text.push_str(&format!("host {host} "));
+        }
+        text.push_str(&format!("prefix {}", self.prefix));
+        for (name, value) in &self.headers {
+            text.push_str(&format!(
+                " {name}={}",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        if let Some(methods) = &self.methods {
+            let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            text.push_str(&format!(" methods {}", names.join(",")));
+        }
+        match &self.target {
+            TargetSpec::Upstreams(urls) => {
+                let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
+                text.push_str(&format!(" -> {}", urls.join(", ")));
+                if self.strip_prefix {
+                    text.push_str(" (strip prefix)");
+                }
+            }
+            TargetSpec::Respond(respond) => {
+                text.push_str(&format!(" -> respond {}", respond.status.as_u16()));
+            }
+        }
+        text
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`.
+    Wildcard(String),
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(host) => f.write_str(host),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetSpec {
+    Upstreams(Vec<Url>),
+    Respond(RespondSpec),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RespondSpec {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+}
+
+/// One entry of the `tests:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTest {
+    #[serde(default)]
+    pub host: Option<String>,
+    pub path: String,
+    #[serde(default)]
+    pub method: Option<MethodName>,
+    #[serde(default)]
+    pub headers: HeaderList,
+    /// `null` states that no route may match; the key itself is required so
+    /// that a forgotten `route:` is not read as "expect a 404".
+    #[serde(deserialize_with = "nullable")]
+    pub route: Option<String>,
+}
+
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+/// Parses and checks a route file's text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    // serde_yaml reads a file with no document as `null`; say so plainly,
+    // because an editor that truncates before writing produces exactly that.
+    let has_document = serde_yaml::Deserializer::from_str(text)
+        .next()
+        .is_some_and(|doc| {
+            !matches!(
+                serde_yaml::Value::deserialize(doc),
+                Ok(serde_yaml::Value::Null)
+            )
+        });
+    if !has_document {
+        return Err(ConfigError::Empty);
+    }
+    let file: RawFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+    let routes = file
+        .routes
+        .0
+        .into_iter()
+        .map(|(name, raw)| {
+            let at = key_position(text, &name);
+            raw.into_spec(name, at)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Config {
+        routes,
+        tests: file.tests,
+    })
+}
+
+/// Finds the line of a route's key. serde_yaml keeps no spans after
+/// deserializing, and errors between routes (two routes claiming the same
+/// match) still deserve a line; route names are restricted to
+/// `[A-Za-z0-9_.-]`, so a textual search for `name:` is unambiguous enough.
+fn key_position(text: &str, name: &str) -> Option<(usize, usize)> {
+    let mut in_routes = false;
+    for (index, line) in text.lines().enumerate() {
+        if !line.starts_with([' ', '\t', '#']) && !line.is_empty() {
+            in_routes = line.starts_with("routes:");
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let key = trimmed
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_prefix(name))
+            .and_then(|rest| rest.strip_prefix('"'))
+            .or_else(|| trimmed.strip_prefix(name));
+        if in_routes && key.is_some_and(|rest| rest.trim_start().starts_with(':')) {
+            return Some((index + 1, line.len() - trimmed.len() + 1));
+        }
+    }
+    None
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    routes: RouteMap,
+    #[serde(default)]
+    tests: Vec<RouteTest>,
+}
+
+/// The `routes:` mapping in file order. A plain `HashMap` would let a
+/// duplicated route name silently replace the first one.
+struct RouteMap(Vec<(String, RawRoute)>);
+
+impl<'de> Deserialize<'de> for RouteMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RouteMapVisitor;
+        impl<'de> Visitor<'de> for RouteMapVisitor {
+            type Value = RouteMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of route names to routes")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RouteMap, A::Error> {
+                let mut seen = HashSet::new();
+                let mut routes = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if name.is_empty()
+                        || !name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                    {
+                        return Err(de::Error::custom(format!(
+                            "route name `{name}` may only use A-Z a-z 0-9 _ . -"
+                        )));
+                    }
+                    if !seen.insert(name.clone()) {
+                        return Err(de::Error::custom(format!("duplicate route name `{name}`")));
+                    }
+                    let route = map.next_value::<RawRoute>()?;
+                    routes.push((name, route));
+                }
+                Ok(RouteMap(routes))
+            }
+        }
+        d.deserialize_map(RouteMapVisitor)
+    }
+}
+
+/// Header conditions or response headers: a mapping whose keys must be
+/// valid header names and values valid header values, with no name given
+/// twice (names compare case-insensitively, so `X-A` and `x-a` collide).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderList(pub Vec<(HeaderName, HeaderValue)>);
+
+impl<'de> Deserialize<'de> for HeaderList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct HeaderListVisitor;
+        impl<'de> Visitor<'de> for HeaderListVisitor {
+            type Value = HeaderList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of header names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderList, A::Error> {
+                let mut entries: Vec<(HeaderName, HeaderValue)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let name = HeaderName::try_from(key.as_str()).map_err(|_| {
+                        de::Error::custom(format!("`{key}` is not a valid header name"))
+                    })?;
+                    if entries.iter().any(|(n, _)| *n == name) {
+                        return Err(de::Error::custom(format!("duplicate header `{key}`")));
+                    }
+                    let value: String = map.next_value()?;
+                    let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                        de::Error::custom(format!(
+                            "header `{key}`: `{value}` is not a valid header value"
+                        ))
+                    })?;
+                    entries.push((name, value));
+                }
+                entries.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+                Ok(HeaderList(entries))
+            }
+        }
+        d.deserialize_map(HeaderListVisitor)
+    }
+}
+
+/// Implements `Deserialize` for a newtype from a string by a checking
+/// function, so the error is raised while serde_yaml knows the position.
+macro_rules! checked_from_str {
+    ($ty:ty, $expecting:literal, $check:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                let check: fn(&str) -> Result<$ty, String> = $check;
+                check(&text).map_err(|reason| {
+                    de::Error::custom(format!("{reason} (expected {})", $expecting))
+                })
+            }
+        }
+    };
+}
+
+/// A route prefix in the canonical form the request path is matched in.
+#[derive(Debug, Clone)]
+struct Prefix(String);
+
+checked_from_str!(Prefix, "a path starting with `/`", |text| {
+    if !text.starts_with('/') {
+        return Err(format!("prefix `{text}` does not start with `/`"));
+    }
+    if text.contains(['?', '#']) {
+        return Err(format!("prefix `{text}` contains a query or fragment"));
+    }
+    let canonical = canonical_path(text).map_err(|e| format!("prefix `{text}`: {e}"))?;
+    let trimmed = canonical.trim_end_matches('/');
+    Ok(Prefix(if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }))
+});
+
+checked_from_str!(HostPattern, "a host name or `*.domain`", |text| {
+    let host = text.to_ascii_lowercase();
+    let host = host.strip_suffix('.').unwrap_or(&host);
+    let (pattern, name) = match host.strip_prefix("*.") {
+        Some(rest) => (HostPattern::Wildcard(format!(".{rest}")), rest),
+        None => (HostPattern::Exact(host.to_owned()), host),
+    };
+    let is_ipv6 = name.starts_with('[') && name.ends_with(']');
+    let valid_name = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !(valid_name || is_ipv6 && matches!(pattern, HostPattern::Exact(_))) {
+        return Err(format!("`{text}` is not a valid host (no port, no scheme)"));
+    }
+    Ok(pattern)
+});
+
+/// An HTTP method name as a route or test states it.
+#[derive(Debug, Clone)]
+pub struct MethodName(pub Method);
+
+checked_from_str!(
+    MethodName,
+    "an upper-case method name such as GET",
+    |text| {
+        if text.is_empty() || !text.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!("method `{text}` is not an upper-case method name"));
+        }
+        Method::from_bytes(text.as_bytes())
+            .map(MethodName)
+            .map_err(|_| format!("method `{text}` is not valid"))
+    }
+);
+
+#[derive(Debug, Clone)]
+struct UpstreamUrl(Url);
+
+checked_from_str!(UpstreamUrl, "an http:// or https:// URL", |text| {
+    let url = Url::parse(text).map_err(|e| format!("upstream `{text}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "upstream `{text}`: scheme `{}` is not http or https",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return Err(format!("upstream `{text}` has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("upstream `{text}` has a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "upstream `{text}` carries credentials; set headers upstream instead"
+        ));
+    }
+    Ok(UpstreamUrl(url))
+});
+
+#[derive(Debug, Clone)]
+struct UpstreamList(Vec<Url>);
+
+impl<'de> Deserialize<'de> for UpstreamList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UpstreamListVisitor;
+        impl<'de> Visitor<'de> for UpstreamListVisitor {
+            type Value = UpstreamList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of upstream URLs")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<UpstreamList, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(UpstreamUrl(url)) = seq.next_element()? {
+                    urls.push(url);
+                }
+                if urls.is_empty() {
+                    return Err(de::Error::custom(
+                        "`upstreams` is empty; list at least one URL",
+                    ));
+                }
+                Ok(UpstreamList(urls))
+            }
+        }
+        d.deserialize_seq(UpstreamListVisitor)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DurationValue(Duration);
+
+checked_from_str!(
+    DurationValue,
+    "a duration such as 250ms, 5s or 2m",
+    |text| {
+        match humantime::parse_duration(text) {
+            Ok(d) if d.is_zero() => Err(format!("duration `{text}` must be more than zero")),
+            Ok(d) => Ok(DurationValue(d)),
+            Err(e) => Err(format!("`{text}` is not a duration: {e}")),
+        }
+    }
+);
+
+#[derive(Debug, Clone)]
+struct Status(StatusCode);
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = u16::deserialize(d)?;
+        match StatusCode::from_u16(code) {
+            Ok(status) if (200..=599).contains(&code) => Ok(Status(status)),
+            _ => Err(de::Error::custom(format!(
+                "status {code} is not a final HTTP status (200 to 599)"
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRespond {
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    headers: HeaderList,
+}
+
+impl RawRespond {
+    fn into_spec(self) -> RespondSpec {
+        RespondSpec {
+            status: self.status.map_or(StatusCode::OK, |s| s.0),
+            body: Bytes::from(self.body),
+            headers: self.headers.0.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default)]
+    prefix: Option<Prefix>,
+    #[serde(default)]
+    host: Option<HostPattern>,
+    #[serde(default)]
+    headers: HeaderList,
+    #[serde(default)]
+    methods: Option<Vec<MethodName>>,
+    #[serde(default)]
+    upstream: Option<UpstreamUrl>,
+    #[serde(default)]
+    upstreams: Option<UpstreamList>,
+    #[serde(default)]
+    respond: Option<RawRespond>,
+    #[serde(default)]
+    strip_prefix: Option<bool>,
+    #[serde(default)]
+    timeout: Option<DurationValue>,
+}
+
+impl RawRoute {
+    /// Checks the rules that involve several fields and builds the spec.
+    /// serde has already checked each field on its own.
+    fn into_spec(self, name: String, at: Option<(usize, usize)>) -> Result<RouteSpec, ConfigError> {
+        let fail = |message: &str| ConfigError::Route {
+            name: name.clone(),
+            message: message.to_owned(),
+            at,
+        };
+        let target = match (self.upstream, self.upstreams, self.respond) {
+            (Some(url), None, None) => TargetSpec::Upstreams(vec![url.0]),
+            (None, Some(list), None) => TargetSpec::Upstreams(list.0),
+            (None, None, Some(respond)) => {
+                if self.strip_prefix.is_some() {
+                    return Err(fail(
+                        "`strip_prefix` applies only to upstream routes, not `respond`",
+                    ));
+                }
+                if self.timeout.is_some() {
+                    return Err(fail(
+                        "`timeout` applies only to upstream routes, not `respond`",
+                    ));
+                }
+                TargetSpec::Respond(respond.into_spec())
+            }
+            (None, None, None) => {
+                return Err(fail(
+                    "a route needs one of `upstream`, `upstreams` or `respond`",
+                ))
+            }
+            _ => {
+                return Err(fail(
+                    "a route takes only one of `upstream`, `upstreams` or `respond`",
+                ))
+            }
+        };
+        let methods = self.methods.map(|list| {
+            let mut methods: Vec<Method> = list.into_iter().map(|m| m.0).collect();
+            methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            methods.dedup();
+            methods
+        });
+        Ok(RouteSpec {
+            name,
+            line: SourceLine(at.map(|(line, _)| line)),
+            prefix: self.prefix.map_or_else(|| "/".to_owned(), |p| p.0),
+            host: self.host,
+            headers: self.headers.0,
+            methods,
+            target,
+            strip_prefix: self.strip_prefix.unwrap_or(false),
+            timeout: self.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
+        })
+    }
+}

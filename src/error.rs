@@ -1,0 +1,95 @@
+//! The errors the proxy answers with, and the one place that turns them into
+//! HTTP responses: upstream faults become 502/504, client faults 4xx, and no
+//! internal detail (addresses, OS errors) reaches the client.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for host {host:?} and path {path}")]
+    NoRoute { host: Option<String>, path: String },
+    #[error("request target is not a path: {0}")]
+    BadTarget(String),
+    #[error("route {route}: upstream unreachable: {detail}")]
+    UpstreamUnavailable { route: String, detail: String },
+    #[error("route {route}: no response headers within {timeout:?}")]
+    UpstreamTimeout { route: String, timeout: Duration },
+    #[error("route {route}: invalid upstream response: {detail}")]
+    InvalidUpstreamResponse { route: String, detail: String },
+}
+
+impl ProxyError {
+    /// The value of the JSON `error` field, also used as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::BadTarget(_) => "bad_request",
+            ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::InvalidUpstreamResponse { .. } => "upstream_invalid_response",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamUnavailable { .. } | ProxyError::InvalidUpstreamResponse { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Classifies a failed upstream exchange. Connection failures mean the
+    /// upstream is not there; anything else means it answered badly.
+    pub fn from_upstream(route: &str, error: &reqwest::Error) -> Self {
+        let detail = error_chain(error);
+        if error.is_connect() {
+            ProxyError::UpstreamUnavailable {
+                route: route.to_owned(),
+                detail,
+            }
+        } else {
+            ProxyError::InvalidUpstreamResponse {
+                route: route.to_owned(),
+                detail,
+            }
+        }
+    }
+}
+
+/// reqwest's top-level message is generic; the cause is in its sources.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let body = match &self {
+            ProxyError::NoRoute { host, path } => {
+                json!({ "error": self.kind(), "host": host, "path": path })
+            }
+            ProxyError::BadTarget(_) => json!({ "error": self.kind() }),
+            ProxyError::UpstreamUnavailable { route, .. }
+            | ProxyError::InvalidUpstreamResponse { route, .. } => {
+                json!({ "error": self.kind(), "route": route })
+            }
+            ProxyError::UpstreamTimeout { route, timeout } => {
+                json!({ "error": self.kind(), "route": route, "timeout_ms": timeout.as_millis() as u64 })
+            }
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}

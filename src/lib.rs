@@ -1,0 +1,30 @@
+//! Switchyard: a sidecar HTTP router whose route table is read without locks
+//! and replaced atomically while it serves.
+//!
+//! Module map, in the order a request meets them:
+//!
+//! - [`server`]: accept loop, HTTP/1.1 and HTTP/2, limits, draining.
+//! - [`proxy`]: the request path: one table snapshot, route, forward, stream.
+//! - [`path`]: the canonical request path, matched and sent alike.
+//! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, request ids.
+//! - [`table`]: the immutable route table and its precedence-ordered lookup.
+//! - [`error`]: proxy errors and their JSON responses.
+//! - [`config`]: `routes.yaml` as written, checked field by field.
+//! - [`reload`]: build off to the side, swap atomically, status and history.
+//! - [`watch`]: file watcher (or poller) that triggers reloads.
+//! - [`admin`]: the admin API.
+//! - [`run`]: wiring it all together, and the shutdown sequence.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod path;
+pub mod proxy;
+pub mod reload;
+pub mod run;
+pub mod server;
+pub mod table;
+pub mod watch;
+
+pub use run::{Options, Switchyard};

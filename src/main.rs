@@ -1,0 +1,196 @@
+//! The `switchyard` binary: parses the command line, sets up logging, binds
+//! the listeners and hands over to the library. Exits 1 when the route file
+//! is missing or invalid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchyard::config::Source;
+use switchyard::{Options, Switchyard};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A sidecar HTTP router that reloads its routes while it serves"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Validate a route file, print a summary, exit 0 (valid) or 1 (invalid).
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The route file; watched for changes.
+    #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "routes.yaml")]
+    config: PathBuf,
+    /// The proxy listener.
+    #[arg(long, env = "SWITCHYARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The admin listener (never the same socket as the proxy).
+    #[arg(long, env = "SWITCHYARD_ADMIN", default_value = "127.0.0.1:9901")]
+    admin: String,
+    /// Log output format.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "SWITCHYARD_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Keep serving this long after SIGTERM before closing the listener.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    shutdown_delay: Duration,
+    /// Follow the route file by polling instead of a file-system watcher.
+    #[arg(long, env = "SWITCHYARD_POLL", hide = true)]
+    poll: bool,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The route file to validate.
+    #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "routes.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => check(&args),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+/// Validates and prints either the errors or one line per route.
+fn check(args: &CheckArgs) -> ExitCode {
+    let table = Source::read(&args.config).and_then(|source| switchyard::reload::build(&source, 1));
+    match table {
+        Ok(table) => {
+            println!(
+                "{}: ok, {} routes",
+                args.config.display(),
+                table.routes().len()
+            );
+            for route in table.routes() {
+                println!("  {}", route.spec.summary());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", args.config.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let options = Options {
+        config: args.config.clone(),
+        drain_timeout: args.drain_timeout,
+        shutdown_delay: args.shutdown_delay,
+        force_poll: args.poll,
+    };
+    // The same message `check` prints, so the two never disagree.
+    let router = match Switchyard::load(options) {
+        Ok(router) => router,
+        Err(error) => {
+            eprintln!("{}: {error}", args.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(router, &args.listen, &args.admin)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<()> {
+    let proxy_listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let admin_listener = TcpListener::bind(admin)
+        .await
+        .with_context(|| format!("cannot listen on {admin} for the admin API"))?;
+    let table = router.reloader().live().load_full();
+    tracing::info!(
+        proxy = %proxy_listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        config = %router.reloader().path().display(),
+        routes = table.routes().len(),
+        version = table.meta.version,
+        "switchyard listening"
+    );
+    drop(table);
+    router
+        .serve(proxy_listener, admin_listener, shutdown_signal())
+        .await
+        .context("cannot build the upstream HTTP client")
+}
+
+/// Completes at the first SIGTERM or SIGINT; a second one ends the process
+/// at once, for an operator who does not want to wait for the drain.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal received; exiting without draining");
+        std::process::exit(1);
+    });
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,186 @@
+//! The request path: take one snapshot of the route table, pick the route,
+//! forward the request, and stream the answer back.
+//!
+//! The snapshot is an `Arc` taken with `load_full()` before the first
+//! `.await` and kept to the end of the request, so a reload never changes the
+//! table under a request and never waits for one. Nothing on this path takes
+//! a lock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::header::HOST;
+use http::HeaderValue;
+use http_body::Body as _;
+
+use crate::error::ProxyError;
+use crate::headers::{
+    ensure_request_id, routing_host, set_forwarded, strip_hop_by_hop, REQUEST_ID,
+};
+use crate::path::{canonical_path, upstream_path};
+use crate::table::{RequestFacts, Respond, Route, RouteTable, Target, Upstreams};
+
+/// Idle upstream connections are closed after this long; below the common
+/// 60 s to 120 s keep-alive of upstream servers, so the router is the side
+/// that closes and never writes into a connection the upstream just dropped.
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Idle connections kept per upstream host: enough for a busy sidecar's
+/// bursts without holding hundreds of sockets open on the upstream.
+pub const UPSTREAM_MAX_IDLE_PER_HOST: usize = 256;
+
+/// A TCP connect that takes longer than this means the upstream is not
+/// there; the route `timeout` still bounds the whole wait for headers.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the proxy handler needs: the live table and the upstream client.
+#[derive(Clone)]
+pub struct ProxyState {
+    pub live: Arc<ArcSwap<RouteTable>>,
+    pub client: reqwest::Client,
+}
+
+impl ProxyState {
+    pub fn new(live: Arc<ArcSwap<RouteTable>>) -> Result<Self, reqwest::Error> {
+        Ok(ProxyState {
+            live,
+            client: upstream_client()?,
+        })
+    }
+}
+
+/// A client set up to relay, not to browse: no redirects followed, no
+/// decompression (the crate features are off, and nothing re-enables them),
+/// no proxy taken from the environment, no headers of its own.
+pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        // reqwest's defaults include `Accept: */*`; a proxy adds nothing.
+        .default_headers(http::HeaderMap::new())
+        .http1_only()
+        .tcp_nodelay(true)
+        .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
+        .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(UPSTREAM_MAX_IDLE_PER_HOST)
+        .build()
+}
+
+/// The proxy listener's service: every method and path goes to [`handle`].
+pub fn app(state: ProxyState) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
+    let table = state.live.load_full();
+    let mut request = request;
+    let request_id = ensure_request_id(request.headers_mut());
+    let mut response = route_request(&state, &table, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+async fn route_request(
+    state: &ProxyState,
+    table: &RouteTable,
+    request: Request,
+) -> Result<Response, ProxyError> {
+    let path =
+        canonical_path(request.uri().path()).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
+    let host = routing_host(request.headers(), request.uri());
+    let facts = RequestFacts {
+        host: host.as_deref(),
+        path: &path,
+        method: request.method(),
+        headers: request.headers(),
+    };
+    let Some(route) = table.lookup(&facts) else {
+        return Err(ProxyError::NoRoute { host, path });
+    };
+    match &route.target {
+        Target::Respond(respond) => Ok(fixed_response(respond)),
+        Target::Upstreams(upstreams) => forward(state, route, upstreams, &path, request).await,
+    }
+}
+
+fn fixed_response(respond: &Respond) -> Response {
+    let mut response = Response::new(Body::from(respond.body.clone()));
+    *response.status_mut() = respond.status;
+    *response.headers_mut() = respond.headers.clone();
+    response
+}
+
+async fn forward(
+    state: &ProxyState,
+    route: &Route,
+    upstreams: &Upstreams,
+    path: &str,
+    request: Request,
+) -> Result<Response, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let mut url = upstreams.pick().clone();
+    let target_path = upstream_path(
+        url.path(),
+        &route.spec.prefix,
+        path,
+        route.spec.strip_prefix,
+    );
+    url.set_path(&target_path);
+    url.set_query(parts.uri.query());
+
+    let client_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+        // HTTP/2 carries the host as `:authority`, which becomes `Host`.
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, false);
+    if let Some(ip) = client_addr {
+        set_forwarded(headers, ip, "http", original_host.as_ref());
+    }
+    if let Some(host) = original_host {
+        headers.insert(HOST, host);
+    }
+
+    let mut outgoing = reqwest::Request::new(parts.method, url);
+    *outgoing.headers_mut() = parts.headers;
+    // A request without a body must not gain one: a stream body would make
+    // the upstream request chunked even for a GET.
+    if !body.is_end_stream() {
+        *outgoing.body_mut() = Some(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
+
+    let timeout = route.spec.timeout;
+    let upstream_response =
+        match tokio::time::timeout(timeout, state.client.execute(outgoing)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return Err(ProxyError::from_upstream(route.name(), &error)),
+            Err(_) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    route: route.name().to_owned(),
+                    timeout,
+                })
+            }
+        };
+
+    let mut response: http::Response<reqwest::Body> = upstream_response.into();
+    strip_hop_by_hop(response.headers_mut(), false);
+    // The body streams through frame by frame; if the upstream breaks off,
+    // the error reaches hyper, which aborts the client connection instead of
+    // ending the response as if it were complete.
+    Ok(response.map(Body::new))
+}

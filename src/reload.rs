@@ -1,0 +1,262 @@
+//! Reloading: reads the route file, builds a whole new table off to the side,
+//! and swaps it in with one atomic store; keeps the status and history that
+//! the admin API shows.
+//!
+//! Every trigger (the file watcher, the poller, SIGHUP, `POST /reload`) ends
+//! in [`Reloader::reload`]. It runs under one mutex, in plain synchronous
+//! code that never awaits, so reloads happen one at a time: each reads the
+//! file afresh and numbers its table under the lock, which means an older
+//! build can never be swapped in over a newer one and `version` only grows.
+//! Request handlers never touch that mutex; they only `load_full()` the
+//! `ArcSwap`.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::{self, ConfigError, Source};
+use crate::table::{RouteTable, TableMeta};
+
+/// How many attempts `GET /reloads` remembers: enough to see an operator's
+/// last few edits, small enough to serialize on every request.
+pub const HISTORY_LEN: usize = 20;
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Watch,
+    Poll,
+    Signal,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadResult {
+    Ok,
+    Unchanged,
+    Error,
+}
+
+/// Routes that differ between two tables, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl RouteDiff {
+    pub fn between(old: &RouteTable, new: &RouteTable) -> Self {
+        let mut diff = RouteDiff::default();
+        for route in new.routes() {
+            match old.routes().iter().find(|r| r.name() == route.name()) {
+                None => diff.added.push(route.name().to_owned()),
+                Some(previous) if previous.spec != route.spec => {
+                    diff.changed.push(route.name().to_owned())
+                }
+                Some(_) => {}
+            }
+        }
+        for route in old.routes() {
+            if !new.routes().iter().any(|r| r.name() == route.name()) {
+                diff.removed.push(route.name().to_owned());
+            }
+        }
+        diff
+    }
+}
+
+/// One reload attempt, as `GET /reloads` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    #[serde(serialize_with = "crate::admin::rfc3339")]
+    pub at: SystemTime,
+    pub trigger: Trigger,
+    pub result: ReloadResult,
+    /// The live version after the attempt.
+    pub version: u64,
+    /// The digest of the bytes read, when the file could be read.
+    pub sha256: Option<String>,
+    pub diff: Option<RouteDiff>,
+    pub error: Option<String>,
+}
+
+/// The outcome of the most recent attempt, for `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastReload {
+    pub ok: bool,
+    #[serde(serialize_with = "crate::admin::rfc3339")]
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Record {
+    last: LastReload,
+    history: VecDeque<Attempt>,
+}
+
+/// Owns the live table and everything that changes it.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    live: Arc<ArcSwap<RouteTable>>,
+    /// Serializes reloads and holds their record. Only synchronous code takes
+    /// it, and never a request handler.
+    record: Mutex<Record>,
+}
+
+impl Reloader {
+    /// Loads the file for the first time; an error here means the router
+    /// must not start.
+    pub fn start(path: &Path) -> Result<Self, ConfigError> {
+        let source = Source::read(path)?;
+        let table = build(&source, 1)?;
+        Ok(Reloader {
+            path: path.to_path_buf(),
+            live: Arc::new(ArcSwap::from_pointee(table)),
+            record: Mutex::new(Record {
+                last: LastReload {
+                    ok: true,
+                    at: SystemTime::now(),
+                    error: None,
+                },
+                history: VecDeque::with_capacity(HISTORY_LEN),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The handle request handlers load the table from.
+    pub fn live(&self) -> &Arc<ArcSwap<RouteTable>> {
+        &self.live
+    }
+
+    /// Reads, checks and, if the bytes are new and valid, swaps in a new
+    /// table. Blocking (it reads a file): call it from a blocking context.
+    pub fn reload(&self, trigger: Trigger) -> Attempt {
+        let mut record = self.lock();
+        let started = Instant::now();
+        let current = self.live.load_full();
+        let source = Source::read(&self.path);
+        let outcome = source
+            .as_ref()
+            .map_err(ToString::to_string)
+            .and_then(|source| {
+                if source.sha256 == current.meta.sha256 {
+                    return Ok(None);
+                }
+                let table = build(source, current.meta.version + 1).map_err(|e| e.to_string())?;
+                let diff = RouteDiff::between(&current, &table);
+                self.live.store(Arc::new(table));
+                Ok(Some(diff))
+            });
+        let now = SystemTime::now();
+        let version = self.live.load().meta.version;
+        let sha256 = source.ok().map(|s| s.sha256);
+        let attempt = match outcome {
+            Ok(Some(diff)) => {
+                tracing::info!(
+                    ?trigger,
+                    version,
+                    added = ?diff.added,
+                    removed = ?diff.removed,
+                    changed = ?diff.changed,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "route table reloaded"
+                );
+                record.last = LastReload {
+                    ok: true,
+                    at: now,
+                    error: None,
+                };
+                Attempt {
+                    at: now,
+                    trigger,
+                    result: ReloadResult::Ok,
+                    version,
+                    sha256,
+                    diff: Some(diff),
+                    error: None,
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(?trigger, version, "route file unchanged");
+                Attempt {
+                    at: now,
+                    trigger,
+                    result: ReloadResult::Unchanged,
+                    version,
+                    sha256,
+                    diff: None,
+                    error: None,
+                }
+            }
+            Err(error) => {
+                tracing::error!(?trigger, version, %error, "route file rejected; the previous table keeps serving");
+                record.last = LastReload {
+                    ok: false,
+                    at: now,
+                    error: Some(error.clone()),
+                };
+                Attempt {
+                    at: now,
+                    trigger,
+                    result: ReloadResult::Error,
+                    version,
+                    sha256,
+                    diff: None,
+                    error: Some(error),
+                }
+            }
+        };
+        // A watcher or poller that finds the same bytes saw an unrelated
+        // event (another file in the directory); it is not an attempt.
+        let noise = attempt.result == ReloadResult::Unchanged
+            && matches!(trigger, Trigger::Watch | Trigger::Poll);
+        if !noise {
+            if record.history.len() == HISTORY_LEN {
+                record.history.pop_back();
+            }
+            record.history.push_front(attempt.clone());
+        }
+        attempt
+    }
+
+    pub fn last_reload(&self) -> LastReload {
+        self.lock().last.clone()
+    }
+
+    /// Attempts, newest first.
+    pub fn history(&self) -> Vec<Attempt> {
+        self.lock().history.iter().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Record> {
+        // The record stays consistent even if a holder panicked: every
+        // update is a single assignment.
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Parses and builds a table from a file's bytes.
+pub fn build(source: &Source, version: u64) -> Result<RouteTable, ConfigError> {
+    let config = config::parse(&source.text)?;
+    RouteTable::build(
+        config,
+        TableMeta {
+            version,
+            sha256: source.sha256.clone(),
+            loaded_at: SystemTime::now(),
+        },
+    )
+}

@@ -1,0 +1,123 @@
+//! Starting and stopping a router: wires the reloader, the file watcher,
+//! SIGHUP, and both listeners together, and runs the shutdown sequence of
+//! SPEC 6 when told to stop.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::admin::{self, AdminState, Readiness};
+use crate::config::ConfigError;
+use crate::proxy::{self, ProxyState};
+use crate::reload::{Reloader, Trigger};
+use crate::server;
+use crate::watch;
+
+/// The admin listener gets this long to finish its own requests at shutdown;
+/// its answers are small and fast, and the proxy has drained by then.
+const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub drain_timeout: Duration,
+    pub shutdown_delay: Duration,
+    /// Follow the file by polling even where a watcher could start.
+    pub force_poll: bool,
+}
+
+/// A router whose route file has been loaded, ready to serve.
+pub struct Switchyard {
+    options: Options,
+    reloader: Arc<Reloader>,
+}
+
+impl Switchyard {
+    /// Loads the route file; an error means the router must not start.
+    pub fn load(options: Options) -> Result<Self, ConfigError> {
+        let reloader = Arc::new(Reloader::start(&options.config)?);
+        Ok(Switchyard { options, reloader })
+    }
+
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// Serves until `shutdown` completes, then drains: `/readyz` turns 503 at
+    /// once, the proxy keeps accepting for `shutdown_delay`, then stops and
+    /// gives in-flight requests up to `drain_timeout`.
+    pub async fn serve(
+        self,
+        proxy_listener: TcpListener,
+        admin_listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), reqwest::Error> {
+        let Switchyard { options, reloader } = self;
+        let proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
+        let readiness = Arc::new(Readiness::default());
+        let _watch = watch::spawn(Arc::clone(&reloader), options.force_poll);
+        let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
+
+        let (stop_proxy, proxy_stopped) = oneshot::channel::<()>();
+        let proxy = tokio::spawn(server::serve(
+            proxy_listener,
+            proxy::app(proxy_state),
+            async move {
+                let _ = proxy_stopped.await;
+            },
+            options.drain_timeout,
+        ));
+        let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+        let admin = tokio::spawn(server::serve(
+            admin_listener,
+            admin::app(AdminState {
+                reloader: Arc::clone(&reloader),
+                readiness: Arc::clone(&readiness),
+            }),
+            async move {
+                let _ = admin_stopped.await;
+            },
+            ADMIN_DRAIN_TIMEOUT,
+        ));
+        readiness.set(true);
+
+        shutdown.await;
+        readiness.set(false);
+        tracing::info!(delay = ?options.shutdown_delay, drain = ?options.drain_timeout, "shutting down");
+        tokio::time::sleep(options.shutdown_delay).await;
+        let _ = stop_proxy.send(());
+        if let Err(error) = proxy.await {
+            tracing::error!(%error, "proxy listener task failed");
+        }
+        let _ = stop_admin.send(());
+        if let Err(error) = admin.await {
+            tracing::error!(%error, "admin listener task failed");
+        }
+        hangups.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// SIGHUP reloads through the same path as the watcher and the admin API.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload by file change or POST /reload");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let reloader = Arc::clone(&reloader);
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await
+        {
+            tracing::error!(%error, "reload task failed");
+        }
+    }
+}

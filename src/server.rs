@@ -1,0 +1,114 @@
+//! Serving a listener: the accept loop, per-connection HTTP settings, and
+//! graceful draining under a deadline.
+//!
+//! This replaces `axum::serve`, which sets no header-read timeout (so a
+//! slowloris client holds a connection forever), no TCP_NODELAY, and waits
+//! without limit for connections at shutdown. axum's `Router` is still the
+//! service; hyper-util's auto builder speaks HTTP/1.1 and cleartext HTTP/2
+//! (prior knowledge) on the same port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::util::Oneshot;
+use tower::ServiceExt;
+
+/// A client that has not sent its request headers within this time is
+/// disconnected (SPEC 4.9): long enough for a slow mobile link, short enough
+/// that idle sockets cannot pile up.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Request headers larger than this in total get 431 (SPEC 4.9). It is also
+/// hyper's read buffer cap for HTTP/1, which is why it cannot be smaller
+/// than hyper's minimum of 8 KiB.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// After an accept error (usually out of file descriptors) the loop waits
+/// this long before accepting again, instead of spinning on the error.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `app` on `listener` until `stop` completes, then stops accepting
+/// and gives open connections up to `drain_timeout` to finish their requests.
+/// Returns once every connection has closed or the deadline passed.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
+    let builder = connection_builder();
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = hyper::service::service_fn(with_peer(app.clone(), peer));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open,
+            ?drain_timeout,
+            "drain deadline passed; closing the remaining connections"
+        );
+    }
+}
+
+/// Adapts the router to hyper, giving each request the client's address the
+/// way `axum::serve` would (`ConnectInfo`).
+fn with_peer(
+    app: Router,
+    peer: SocketAddr,
+) -> impl Fn(http::Request<Incoming>) -> Oneshot<Router, http::Request<axum::body::Body>> + Clone {
+    move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request.map(axum::body::Body::new))
+    }
+}
+
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    builder
+}

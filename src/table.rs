@@ -1,0 +1,378 @@
+//! The route table: the checked, immutable structure that every request
+//! consults, built whole for each reload and never changed after.
+//!
+//! Lookup cost does not grow with the number of routes: the table keeps one
+//! prefix trie per host (exact hosts and wildcard suffixes in hash maps, plus
+//! one trie for routes without a host), so a request costs a hash lookup per
+//! host label and per path segment. Precedence (SPEC 2, rule 3) is the order
+//! in which [`RouteTable::candidates`] visits routes: host class first, then
+//! the deepest prefix, then the order each trie node keeps its routes in.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use url::Url;
+
+use crate::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
+use crate::path::canonical_path;
+
+/// What a table was built from, for the admin API and the reload log.
+#[derive(Debug, Clone)]
+pub struct TableMeta {
+    pub version: u64,
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+}
+
+/// One checked route.
+#[derive(Debug)]
+pub struct Route {
+    pub spec: RouteSpec,
+    pub target: Target,
+}
+
+impl Route {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Whether the conditions beyond host and prefix hold for this request.
+    fn accepts(&self, request: &RequestFacts<'_>) -> bool {
+        let methods_ok = self
+            .spec
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.contains(request.method));
+        methods_ok
+            && self
+                .spec
+                .headers
+                .iter()
+                .all(|(name, value)| request.headers.get_all(name).iter().any(|v| v == value))
+    }
+}
+
+#[derive(Debug)]
+pub enum Target {
+    Upstreams(Upstreams),
+    Respond(Respond),
+}
+
+/// The upstream URLs of a route and its round-robin position. The position
+/// lives in the table, so a reload starts the rotation afresh; the cost on
+/// the request path is one relaxed atomic increment.
+#[derive(Debug)]
+pub struct Upstreams {
+    pub urls: Vec<Url>,
+    next: AtomicUsize,
+}
+
+impl Upstreams {
+    pub fn pick(&self) -> &Url {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len();
+        &self.urls[index]
+    }
+}
+
+/// A fixed response the router serves itself.
+#[derive(Debug)]
+pub struct Respond {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+}
+
+/// The parts of a request that routing looks at; `path` is canonical.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+/// How a candidate's host condition relates to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostClass {
+    Exact,
+    Wildcard,
+    Any,
+}
+
+/// A route that matches a request, with what made it match, in precedence
+/// order when produced by [`RouteTable::candidates`].
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub route: &'a Route,
+    pub host: HostClass,
+    pub prefix_segments: usize,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Routes whose prefix ends here, best first (see [`precedence`]).
+    routes: Vec<usize>,
+    children: HashMap<Box<str>, Node>,
+}
+
+impl Node {
+    fn insert(&mut self, prefix: &str, route: usize) {
+        let mut node = self;
+        for segment in segments(prefix) {
+            node = node.children.entry(segment.into()).or_default();
+        }
+        node.routes.push(route);
+    }
+
+    /// Visits the routes along `path`, deepest prefix first. Recursion depth
+    /// is bounded by the longest configured prefix, not by the request.
+    fn visit(
+        &self,
+        path: &[&str],
+        depth: usize,
+        f: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        if let Some((first, rest)) = path.split_first() {
+            if let Some(child) = self.children.get(*first) {
+                child.visit(rest, depth + 1, f)?;
+            }
+        }
+        for &route in &self.routes {
+            f(route, depth)?;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Splits a canonical prefix into its segments; "/" has none.
+fn segments(prefix: &str) -> impl Iterator<Item = &str> {
+    prefix.split('/').filter(|s| !s.is_empty())
+}
+
+/// The checked, immutable route table.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub meta: TableMeta,
+    routes: Vec<Route>,
+    exact: HashMap<String, Node>,
+    /// Keyed by suffix with its leading dot: `*.example.com` is `.example.com`.
+    wildcard: HashMap<String, Node>,
+    any_host: Node,
+}
+
+impl RouteTable {
+    /// Builds a table, rejecting conflicting routes and failing `tests:`.
+    pub fn build(config: Config, meta: TableMeta) -> Result<Self, ConfigError> {
+        check_conflicts(&config.routes)?;
+        let mut table = RouteTable {
+            meta,
+            routes: Vec::with_capacity(config.routes.len()),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any_host: Node::default(),
+        };
+        for spec in config.routes {
+            let index = table.routes.len();
+            let trie = match &spec.host {
+                Some(HostPattern::Exact(host)) => table.exact.entry(host.clone()).or_default(),
+                Some(HostPattern::Wildcard(suffix)) => {
+                    table.wildcard.entry(suffix.clone()).or_default()
+                }
+                None => &mut table.any_host,
+            };
+            trie.insert(&spec.prefix, index);
+            let target = match &spec.target {
+                TargetSpec::Upstreams(urls) => Target::Upstreams(Upstreams {
+                    urls: urls.clone(),
+                    next: AtomicUsize::new(0),
+                }),
+                TargetSpec::Respond(RespondSpec {
+                    status,
+                    body,
+                    headers,
+                }) => Target::Respond(Respond {
+                    status: *status,
+                    body: body.clone(),
+                    headers: headers.clone(),
+                }),
+            };
+            table.routes.push(Route { spec, target });
+        }
+        let routes = &table.routes;
+        let sort = |node: &mut Node| {
+            node.routes
+                .sort_by(|&a, &b| precedence(&routes[a], &routes[b]))
+        };
+        for trie in table.exact.values_mut().chain(table.wildcard.values_mut()) {
+            for_each_node(trie, &sort);
+        }
+        for_each_node(&mut table.any_host, &sort);
+        table.run_tests(&config.tests)?;
+        Ok(table)
+    }
+
+    /// An empty table, for a router that has not loaded a file yet.
+    pub fn empty() -> Self {
+        RouteTable {
+            meta: TableMeta {
+                version: 0,
+                sha256: String::new(),
+                loaded_at: SystemTime::UNIX_EPOCH,
+            },
+            routes: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            any_host: Node::default(),
+        }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// The route that serves this request.
+    pub fn lookup(&self, request: &RequestFacts<'_>) -> Option<&Route> {
+        let mut found = None;
+        let _ = self.candidates(request, |candidate| {
+            found = Some(candidate.route);
+            ControlFlow::Break(())
+        });
+        found
+    }
+
+    /// Visits every route that matches `request`, best first; the first one
+    /// visited is the one [`RouteTable::lookup`] returns.
+    pub fn candidates<'t>(
+        &'t self,
+        request: &RequestFacts<'_>,
+        mut f: impl FnMut(Candidate<'t>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        // Path segments after the leading "/"; "/a/b/" gives ["a", "b", ""],
+        // and the empty segment simply matches no child.
+        let path: Vec<&str> = request.path.split('/').skip(1).collect();
+        let mut visit_trie = |trie: &'t Node, host: HostClass| {
+            trie.visit(&path, 0, &mut |index, depth| {
+                let route = &self.routes[index];
+                if route.accepts(request) {
+                    f(Candidate {
+                        route,
+                        host,
+                        prefix_segments: depth,
+                    })
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+        };
+        if let Some(host) = request.host {
+            if let Some(trie) = self.exact.get(host) {
+                visit_trie(trie, HostClass::Exact)?;
+            }
+            // Longest suffix first: `*.b.example.com` beats `*.example.com`.
+            // The suffix must leave at least one label, so `*.example.com`
+            // never matches `example.com` itself.
+            let mut rest = host;
+            while let Some(dot) = rest.find('.') {
+                let suffix = &rest[dot..];
+                if let Some(trie) = self.wildcard.get(suffix) {
+                    visit_trie(trie, HostClass::Wildcard)?;
+                }
+                rest = &suffix[1..];
+            }
+        }
+        visit_trie(&self.any_host, HostClass::Any)
+    }
+
+    fn run_tests(&self, tests: &[crate::config::RouteTest]) -> Result<(), ConfigError> {
+        for (index, test) in tests.iter().enumerate() {
+            let bad = |reason: String| ConfigError::BadTest {
+                index,
+                reason,
+                line: None,
+            };
+            let path = canonical_path(&test.path)
+                .map_err(|e| bad(format!("path `{}`: {e}", test.path)))?;
+            let host = test.host.as_ref().map(|h| h.to_ascii_lowercase());
+            let method = test.method.as_ref().map_or(Method::GET, |m| m.0.clone());
+            let headers: HeaderMap = test.headers.0.iter().cloned().collect();
+            let request = RequestFacts {
+                host: host.as_deref(),
+                path: &path,
+                method: &method,
+                headers: &headers,
+            };
+            if let Some(expected) = &test.route {
+                if !self.routes.iter().any(|r| r.name() == expected) {
+                    return Err(bad(format!(
+                        "names route `{expected}`, which the file does not define"
+                    )));
+                }
+            }
+            let actual = self.lookup(&request).map(|r| r.name().to_owned());
+            if actual != test.route {
+                let describe = |name: &Option<String>| match name {
+                    Some(name) => format!("route `{name}`"),
+                    None => "no route".to_owned(),
+                };
+                return Err(ConfigError::TestFailed {
+                    index,
+                    request: format!("{method} {}{path}", host.as_deref().unwrap_or("(any host)")),
+                    expected: describe(&test.route),
+                    actual: describe(&actual),
+                    line: None,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Orders routes that share a host class and prefix: more header conditions
+/// first, then a route with `methods` before one without, then file order
+/// (the sort is stable).
+fn precedence(a: &Route, b: &Route) -> std::cmp::Ordering {
+    b.spec
+        .headers
+        .len()
+        .cmp(&a.spec.headers.len())
+        .then_with(|| b.spec.methods.is_some().cmp(&a.spec.methods.is_some()))
+}
+
+fn for_each_node(node: &mut Node, f: &dyn Fn(&mut Node)) {
+    f(node);
+    for child in node.children.values_mut() {
+        for_each_node(child, f);
+    }
+}
+
+/// Two routes that claim exactly the same requests (SPEC 2, rule 4).
+fn check_conflicts(routes: &[RouteSpec]) -> Result<(), ConfigError> {
+    type Key<'a> = (
+        &'a Option<HostPattern>,
+        &'a str,
+        &'a [(HeaderName, HeaderValue)],
+        Option<&'a [Method]>,
+    );
+    let mut seen: HashMap<Key<'_>, &str> = HashMap::with_capacity(routes.len());
+    for route in routes {
+        let key = (
+            &route.host,
+            route.prefix.as_str(),
+            route.headers.as_slice(),
+            route.methods.as_deref(),
+        );
+        if let Some(first) = seen.insert(key, &route.name) {
+            return Err(ConfigError::Conflict {
+                first: first.to_owned(),
+                second: route.name.clone(),
+                line: route.line.0,
+            });
+        }
+    }
+    Ok(())
+}

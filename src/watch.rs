@@ -1,0 +1,185 @@
+//! Turns changes to the route file into reloads: a notify watcher on the
+//! file's directory, or a poller when the watcher cannot start.
+//!
+//! The directory is watched, not the file, because an editor's save-by-rename
+//! and a Kubernetes ConfigMap update (a `..data` symlink swapped by rename)
+//! replace the inode a file watch would be attached to. No event is filtered
+//! by file name: a ConfigMap update never names `routes.yaml`. Any relevant
+//! event in the directory re-reads the path through its symlinks, and the
+//! reloader's sha256 comparison turns unrelated events into no-ops.
+//!
+//! The watcher runs on its own thread with std channels: notify calls back
+//! from a plain thread, and reloading is synchronous file work anyway.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+
+use crate::config::Source;
+use crate::reload::{Reloader, Trigger};
+
+/// Events that arrive this close together are one change: a ConfigMap update
+/// is four directory operations, an editor's save two or three. Short enough
+/// to keep reload latency far under SPEC's 200 ms.
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// How often the poller reads the file when no watcher could be started.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Keeps the watcher (or poller) alive; dropping it stops the thread.
+pub struct WatchHandle {
+    // Dropping either closes the thread's channel, which ends the thread.
+    _watcher: Option<notify::RecommendedWatcher>,
+    _poll_keepalive: Option<mpsc::Sender<notify::Result<Event>>>,
+}
+
+/// How the file is being followed, for the start-up log and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Watch,
+    Poll,
+}
+
+impl WatchHandle {
+    pub fn mode(&self) -> Mode {
+        if self._watcher.is_some() {
+            Mode::Watch
+        } else {
+            Mode::Poll
+        }
+    }
+}
+
+/// Starts following the route file. `force_poll` is for tests and for file
+/// systems where inotify is known not to work.
+pub fn spawn(reloader: Arc<Reloader>, force_poll: bool) -> WatchHandle {
+    let (tx, rx) = mpsc::channel();
+    let dir = watched_dir(reloader.path());
+    let watcher = if force_poll {
+        None
+    } else {
+        match start_watcher(&dir, tx.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, interval = ?POLL_INTERVAL,
+                    "cannot watch the route file's directory; polling the file instead");
+                None
+            }
+        }
+    };
+    let handle = match watcher {
+        Some(watcher) => {
+            tracing::info!(dir = %dir.display(), "watching the route file's directory");
+            std::thread::Builder::new()
+                .name("switchyard-watch".into())
+                .spawn(move || watch_loop(&reloader, &rx))
+                .map(|_| WatchHandle {
+                    _watcher: Some(watcher),
+                    _poll_keepalive: None,
+                })
+        }
+        None => std::thread::Builder::new()
+            .name("switchyard-poll".into())
+            .spawn(move || poll_loop(&reloader, &rx))
+            .map(|_| WatchHandle {
+                _watcher: None,
+                _poll_keepalive: Some(tx),
+            }),
+    };
+    handle.unwrap_or_else(|error| {
+        // Without a thread there is nothing to follow the file with; the
+        // router still serves, and SIGHUP and POST /reload still work.
+        tracing::error!(%error, "cannot start the route file watcher thread");
+        WatchHandle {
+            _watcher: None,
+            _poll_keepalive: None,
+        }
+    })
+}
+
+fn watched_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn start_watcher(
+    dir: &Path,
+    tx: mpsc::Sender<notify::Result<Event>>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event| {
+        // The receiver is gone only when the router is shutting down.
+        let _ = tx.send(event);
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Whether an event can mean the route file now reads differently.
+fn is_relevant(event: &notify::Result<Event>) -> bool {
+    let Ok(event) = event else {
+        // An error (such as a queue overflow) may hide a change: re-read.
+        return true;
+    };
+    match event.kind {
+        // The writer is still at work; its close follows, and a file read
+        // in between could be half written and still parse.
+        EventKind::Modify(ModifyKind::Data(_)) => false,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        // A new regular file is empty or being written; its close-write
+        // event follows. A new symlink or directory is complete at once.
+        EventKind::Create(CreateKind::File) => false,
+        EventKind::Create(_) => event
+            .paths
+            .iter()
+            .any(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file())),
+        _ => true,
+    }
+}
+
+fn watch_loop(reloader: &Reloader, rx: &mpsc::Receiver<notify::Result<Event>>) {
+    while let Ok(event) = rx.recv() {
+        if !is_relevant(&event) {
+            continue;
+        }
+        // Fold a burst of events into one reload.
+        loop {
+            match rx.recv_timeout(DEBOUNCE) {
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        reloader.reload(Trigger::Watch);
+    }
+}
+
+/// Reloads when the file's bytes differ from the live table's and have
+/// stayed the same for one interval, so a file caught mid-write (which a
+/// poller cannot tell from a finished one) is not put live.
+fn poll_loop(reloader: &Reloader, rx: &mpsc::Receiver<notify::Result<Event>>) {
+    let mut previous: Option<String> = None;
+    // A rejected file is reported once, not once per interval.
+    let mut attempted: Option<String> = None;
+    loop {
+        match rx.recv_timeout(POLL_INTERVAL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(_) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let seen = Source::read(reloader.path()).ok().map(|s| s.sha256);
+        let live = reloader.live().load().meta.sha256.clone();
+        let stable = seen.is_some() && seen == previous;
+        if stable && seen.as_deref() != Some(live.as_str()) && seen != attempted {
+            reloader.reload(Trigger::Poll);
+            attempted.clone_from(&seen);
+        }
+        previous = seen;
+    }
+}
