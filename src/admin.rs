@@ -14,7 +14,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
 use crate::config::{HostPattern, RouteSpec, TargetSpec};
-use crate::reload::{ReloadResult, Reloader, Trigger};
+use crate::reload::{ReloadResult, Reloader, RouteDiff, Trigger};
+use crate::table::RouteTable;
 
 /// Whether the router should receive traffic: set once the proxy listener
 /// is bound, cleared the moment a shutdown signal arrives.
@@ -150,4 +151,35 @@ async fn reload(State(state): State<AdminState>) -> Response {
 
 async fn reloads(State(state): State<AdminState>) -> Json<Value> {
     Json(json!({ "reloads": state.reloader.history() }))
+}
+
+/// What would change if `local` replaced the table a running router serves,
+/// given that router's `GET /routes` answer. Routes compare by their admin
+/// JSON, the same form `/routes` shows.
+pub fn diff_against_live(live_routes: &Value, local: &RouteTable) -> Result<RouteDiff, String> {
+    let live: Vec<&Value> = live_routes
+        .get("routes")
+        .and_then(Value::as_array)
+        .ok_or("the admin API's /routes answer has no `routes` list")?
+        .iter()
+        .collect();
+    let name_of = |route: &&Value| route.get("name").and_then(Value::as_str).map(str::to_owned);
+    let mut diff = RouteDiff::default();
+    for route in local.routes() {
+        let ours = route_json(&route.spec);
+        match live
+            .iter()
+            .find(|r| name_of(r).as_deref() == Some(route.name()))
+        {
+            None => diff.added.push(route.name().to_owned()),
+            Some(theirs) if **theirs != ours => diff.changed.push(route.name().to_owned()),
+            Some(_) => {}
+        }
+    }
+    for name in live.iter().filter_map(name_of) {
+        if !local.routes().iter().any(|r| r.name() == name) {
+            diff.removed.push(name);
+        }
+    }
+    Ok(diff)
 }

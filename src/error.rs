@@ -14,6 +14,8 @@ pub enum ProxyError {
     NoRoute { host: Option<String>, path: String },
     #[error("request target is not a path: {0}")]
     BadTarget(String),
+    #[error("request has both Content-Length and Transfer-Encoding")]
+    AmbiguousFraming,
     #[error("route {route}: upstream unreachable: {detail}")]
     UpstreamUnavailable { route: String, detail: String },
     #[error("route {route}: no response headers within {timeout:?}")]
@@ -27,7 +29,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "no_route",
-            ProxyError::BadTarget(_) => "bad_request",
+            ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => "bad_request",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::InvalidUpstreamResponse { .. } => "upstream_invalid_response",
@@ -37,7 +39,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::InvalidUpstreamResponse { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -81,7 +83,9 @@ impl IntoResponse for ProxyError {
             ProxyError::NoRoute { host, path } => {
                 json!({ "error": self.kind(), "host": host, "path": path })
             }
-            ProxyError::BadTarget(_) => json!({ "error": self.kind() }),
+            ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => {
+                json!({ "error": self.kind(), "reason": self.to_string() })
+            }
             ProxyError::UpstreamUnavailable { route, .. }
             | ProxyError::InvalidUpstreamResponse { route, .. } => {
                 json!({ "error": self.kind(), "route": route })

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard::config::Source;
+use switchyard::table::RouteTable;
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
 
@@ -63,6 +64,10 @@ struct CheckArgs {
     /// The route file to validate.
     #[arg(long, env = "SWITCHYARD_CONFIG", default_value = "routes.yaml")]
     config: PathBuf,
+    /// Also show what would change against the router whose admin API is at
+    /// this URL (for example http://127.0.0.1:9901).
+    #[arg(long, value_name = "ADMIN_URL")]
+    diff: Option<url::Url>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,13 +98,70 @@ fn check(args: &CheckArgs) -> ExitCode {
             for route in table.routes() {
                 println!("  {}", route.spec.summary());
             }
-            ExitCode::SUCCESS
+            match &args.diff {
+                None => ExitCode::SUCCESS,
+                Some(admin) => match diff_against(admin, &table) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("cannot compare with {admin}: {error:#}");
+                        ExitCode::FAILURE
+                    }
+                },
+            }
         }
         Err(error) => {
             eprintln!("{}: {error}", args.config.display());
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the routes that saving this file would add, remove and change.
+fn diff_against(admin: &url::Url, table: &RouteTable) -> anyhow::Result<()> {
+    let routes_url = admin.join("routes")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let live: serde_json::Value = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let response = client
+            .get(routes_url.clone())
+            .send()
+            .await?
+            .error_for_status()?;
+        let bytes = response.bytes().await?;
+        anyhow::Ok(serde_json::from_slice(&bytes)?)
+    })?;
+    let diff = switchyard::admin::diff_against_live(&live, table).map_err(anyhow::Error::msg)?;
+    let version = live
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if diff.added.is_empty() && diff.removed.is_empty() && diff.changed.is_empty() {
+        println!("no change against the live table (version {version})");
+        return Ok(());
+    }
+    println!("against the live table (version {version}):");
+    let summary = |name: &str| {
+        table
+            .routes()
+            .iter()
+            .find(|r| r.name() == name)
+            .map_or_else(|| name.to_owned(), |r| r.spec.summary())
+    };
+    for name in &diff.added {
+        println!("  + {}", summary(name));
+    }
+    for name in &diff.changed {
+        println!("  ~ {}", summary(name));
+    }
+    for name in &diff.removed {
+        println!("  - {name}");
+    }
+    Ok(())
 }
 
 fn run(args: RunArgs) -> ExitCode {

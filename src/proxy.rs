@@ -15,13 +15,15 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use http::header::HOST;
-use http::HeaderValue;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::StatusCode;
 use http_body::Body as _;
+use hyper_util::rt::TokioIo;
 
 use crate::error::ProxyError;
 use crate::headers::{
-    ensure_request_id, routing_host, set_forwarded, strip_hop_by_hop, REQUEST_ID,
+    ensure_request_id, request_authority, routing_host, set_forwarded, strip_hop_by_hop,
+    upgrade_requested, REQUEST_ID,
 };
 use crate::path::{canonical_path, upstream_path};
 use crate::table::{RequestFacts, Respond, Route, RouteTable, Target, Upstreams};
@@ -93,6 +95,13 @@ async fn route_request(
     table: &RouteTable,
     request: Request,
 ) -> Result<Response, ProxyError> {
+    let headers = request.headers();
+    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+        // Two framings: the next hop may pick the other one and read the
+        // rest of the body as a second request (smuggling). hyper has
+        // already marked the connection to close after this answer.
+        return Err(ProxyError::AmbiguousFraming);
+    }
     let path =
         canonical_path(request.uri().path()).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
     let host = routing_host(request.headers(), request.uri());
@@ -125,6 +134,8 @@ async fn forward(
     path: &str,
     request: Request,
 ) -> Result<Response, ProxyError> {
+    let mut request = request;
+    let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let mut url = upstreams.pick().clone();
     let target_path = upstream_path(
@@ -140,15 +151,11 @@ async fn forward(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
-    let original_host = parts.headers.get(HOST).cloned().or_else(|| {
-        // HTTP/2 carries the host as `:authority`, which becomes `Host`.
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    // The host routed on is the host forwarded; for HTTP/2 this turns
+    // `:authority` into `Host`.
+    let original_host = request_authority(&parts.headers, &parts.uri);
     let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, false);
+    strip_hop_by_hop(headers, upgrade.is_some());
     if let Some(ip) = client_addr {
         set_forwarded(headers, ip, "http", original_host.as_ref());
     }
@@ -177,10 +184,58 @@ async fn forward(
             }
         };
 
+    if let Some(client_upgrade) = upgrade {
+        if upstream_response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(switch_protocols(
+                route.name(),
+                upstream_response,
+                client_upgrade,
+            ));
+        }
+    }
+
     let mut response: http::Response<reqwest::Body> = upstream_response.into();
     strip_hop_by_hop(response.headers_mut(), false);
     // The body streams through frame by frame; if the upstream breaks off,
     // the error reaches hyper, which aborts the client connection instead of
     // ending the response as if it were complete.
     Ok(response.map(Body::new))
+}
+
+/// Answers the client's upgrade with the upstream's `101` and, once both
+/// sides have switched, copies bytes both ways until either side closes. The
+/// copy holds no table snapshot, so a reload never touches an open tunnel.
+fn switch_protocols(
+    route: &str,
+    upstream_response: reqwest::Response,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = upstream_response.headers().clone();
+    strip_hop_by_hop(response.headers_mut(), true);
+    let route = route.to_owned();
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(
+            async { client_upgrade.await.map_err(|e| e.to_string()) },
+            async { upstream_response.upgrade().await.map_err(|e| e.to_string()) },
+        ) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%route, %error, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = upstream;
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((sent, received)) => {
+                tracing::debug!(%route, sent, received, "upgraded connection closed")
+            }
+            Err(error) => {
+                tracing::debug!(%route, %error, "upgraded connection ended with an error")
+            }
+        }
+    });
+    response
 }

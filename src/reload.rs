@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::config::{self, ConfigError, Source};
-use crate::table::{RouteTable, TableMeta};
+use crate::table::{Generations, RouteTable, TableMeta};
 
 /// How many attempts `GET /reloads` remembers: enough to see an operator's
 /// last few edits, small enough to serialize on every request.
@@ -107,6 +107,7 @@ struct Record {
 pub struct Reloader {
     path: PathBuf,
     live: Arc<ArcSwap<RouteTable>>,
+    generations: Generations,
     /// Serializes reloads and holds their record. Only synchronous code takes
     /// it, and never a request handler.
     record: Mutex<Record>,
@@ -117,10 +118,12 @@ impl Reloader {
     /// must not start.
     pub fn start(path: &Path) -> Result<Self, ConfigError> {
         let source = Source::read(path)?;
-        let table = build(&source, 1)?;
+        let generations = Generations::default();
+        let table = build(&source, 1)?.tracked_by(&generations);
         Ok(Reloader {
             path: path.to_path_buf(),
             live: Arc::new(ArcSwap::from_pointee(table)),
+            generations,
             record: Mutex::new(Record {
                 last: LastReload {
                     ok: true,
@@ -155,7 +158,9 @@ impl Reloader {
                 if source.sha256 == current.meta.sha256 {
                     return Ok(None);
                 }
-                let table = build(source, current.meta.version + 1).map_err(|e| e.to_string())?;
+                let table = build(source, current.meta.version + 1)
+                    .map_err(|e| e.to_string())?
+                    .tracked_by(&self.generations);
                 let diff = RouteDiff::between(&current, &table);
                 self.live.store(Arc::new(table));
                 Ok(Some(diff))
@@ -230,6 +235,11 @@ impl Reloader {
             record.history.push_front(attempt.clone());
         }
         attempt
+    }
+
+    /// Route tables still alive, the live one included.
+    pub fn generations_live(&self) -> usize {
+        self.generations.live()
     }
 
     pub fn last_reload(&self) -> LastReload {

@@ -59,6 +59,7 @@ impl Switchyard {
         let Switchyard { options, reloader } = self;
         let proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
         let readiness = Arc::new(Readiness::default());
+        watch::warn_if_file_mount(&options.config);
         let _watch = watch::spawn(Arc::clone(&reloader), options.force_poll);
         let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
 

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -26,6 +27,28 @@ pub struct TableMeta {
     pub version: u64,
     pub sha256: String,
     pub loaded_at: SystemTime,
+}
+
+/// Counts the route tables still alive: the live one plus any old ones that
+/// in-flight requests or open connections still hold. An old table is freed
+/// when its last request ends; this count shows that it was.
+#[derive(Debug, Clone, Default)]
+pub struct Generations(Arc<AtomicUsize>);
+
+impl Generations {
+    pub fn live(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Held by a table; dropping the table drops it and decrements the count.
+#[derive(Debug)]
+struct GenerationToken(Arc<AtomicUsize>);
+
+impl Drop for GenerationToken {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One checked route.
@@ -163,6 +186,7 @@ pub struct RouteTable {
     /// Keyed by suffix with its leading dot: `*.example.com` is `.example.com`.
     wildcard: HashMap<String, Node>,
     any_host: Node,
+    generation: Option<GenerationToken>,
 }
 
 impl RouteTable {
@@ -175,6 +199,7 @@ impl RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             any_host: Node::default(),
+            generation: None,
         };
         for spec in config.routes {
             let index = table.routes.len();
@@ -228,7 +253,15 @@ impl RouteTable {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             any_host: Node::default(),
+            generation: None,
         }
+    }
+
+    /// Counts this table in `generations` until it is dropped.
+    pub fn tracked_by(mut self, generations: &Generations) -> Self {
+        generations.0.fetch_add(1, Ordering::Relaxed);
+        self.generation = Some(GenerationToken(Arc::clone(&generations.0)));
+        self
     }
 
     pub fn routes(&self) -> &[Route] {

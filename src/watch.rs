@@ -183,3 +183,111 @@ fn poll_loop(reloader: &Reloader, rx: &mpsc::Receiver<notify::Result<Event>>) {
         previous = seen;
     }
 }
+
+/// Warns when the route file is itself a mount point: a single-file bind
+/// mount, which is what a Kubernetes `subPath` ConfigMap mount is. Such a
+/// file keeps the inode it was mounted with and never sees an update
+/// (kubernetes issue 50345), so the router would silently keep old routes.
+pub fn warn_if_file_mount(config: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    if let Some(mount_point) = file_mount_point(&mountinfo, config) {
+        tracing::warn!(
+            config = %config.display(),
+            mount_point = %mount_point.display(),
+            "the route file is a single-file bind mount (a Kubernetes subPath mount?): \
+             it will not receive updates; mount its directory instead"
+        );
+    }
+}
+
+/// The mount point in `mountinfo` that is the route file itself, if any.
+pub fn file_mount_point(mountinfo: &str, config: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(config).ok()?;
+    let candidates = [Some(absolute.clone()), std::fs::canonicalize(config).ok()];
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+        .find(|mount_point| candidates.iter().flatten().any(|c| c == mount_point))
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(index) = rest.find('\\') {
+        out.push_str(&rest[..index]);
+        let code = rest.get(index + 1..index + 4);
+        match code.and_then(|c| u8::from_str_radix(c, 8).ok()) {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = &rest[index + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[index + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+1510 1490 8:1 /var/lib/kubelet/pods/x/volumes/kubernetes.io~configmap/routes/..2026_11_26/routes.yaml /etc/switchyard/routes.yaml ro,relatime - ext4 /dev/sda1 rw
+1511 1490 8:1 /data /srv/my\\040dir rw,relatime - ext4 /dev/sda1 rw
+";
+
+    #[test]
+    fn single_file_bind_mount_is_detected() {
+        let found = file_mount_point(MOUNTINFO, Path::new("/etc/switchyard/routes.yaml"));
+        assert_eq!(found, Some(PathBuf::from("/etc/switchyard/routes.yaml")));
+    }
+
+    #[test]
+    fn file_inside_a_mounted_directory_is_not_a_file_mount() {
+        assert_eq!(
+            file_mount_point(MOUNTINFO, Path::new("/srv/my dir/routes.yaml")),
+            None
+        );
+        assert_eq!(
+            file_mount_point(MOUNTINFO, Path::new("/etc/other/routes.yaml")),
+            None
+        );
+    }
+
+    #[test]
+    fn escaped_mount_points_are_unescaped() {
+        assert_eq!(unescape_mountinfo("/srv/my\\040dir"), "/srv/my dir");
+        assert_eq!(unescape_mountinfo("/a\\134b"), "/a\\b");
+    }
+
+    #[test]
+    fn only_close_write_and_renames_of_a_data_write_trigger() {
+        use notify::event::{DataChange, RenameMode};
+        let event = |kind| Ok(Event::new(kind));
+        assert!(!is_relevant(&event(EventKind::Modify(ModifyKind::Data(
+            DataChange::Any
+        )))));
+        assert!(is_relevant(&event(EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        )))));
+        assert!(!is_relevant(&event(EventKind::Access(AccessKind::Open(
+            notify::event::AccessMode::Any
+        )))));
+        assert!(!is_relevant(&event(EventKind::Create(CreateKind::File))));
+        assert!(is_relevant(&event(EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        )))));
+        assert!(is_relevant(&event(EventKind::Remove(
+            notify::event::RemoveKind::Any
+        ))));
+    }
+}
