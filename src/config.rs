@@ -7,7 +7,7 @@
 //! need the whole table (conflicting routes, the `tests:` section) live in
 //! [`crate::table`]. All use of serde_yaml stays in this module.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -227,26 +227,24 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 
 /// Parses and checks a route file's text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    // serde_yaml reads a file with no document as `null`; say so plainly,
-    // because an editor that truncates before writing produces exactly that.
-    let has_document = serde_yaml::Deserializer::from_str(text)
-        .next()
-        .is_some_and(|doc| {
-            !matches!(
-                serde_yaml::Value::deserialize(doc),
-                Ok(serde_yaml::Value::Null)
-            )
-        });
-    if !has_document {
-        return Err(ConfigError::Empty);
-    }
-    let file: RawFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+    let file: RawFile = serde_yaml::from_str(text).map_err(|error| {
+        // serde_yaml reads a file with no document as `null` and reports a
+        // type error; say plainly what happened, because an editor that
+        // truncates before writing produces exactly that. Checked only on
+        // failure, since it parses the text a second time.
+        if is_empty_document(text) {
+            ConfigError::Empty
+        } else {
+            ConfigError::Yaml(error.to_string())
+        }
+    })?;
+    let positions = route_key_positions(text);
     let routes = file
         .routes
         .0
         .into_iter()
         .map(|(name, raw)| {
-            let at = key_position(text, &name);
+            let at = positions.get(name.as_str()).copied();
             raw.into_spec(name, at)
         })
         .collect::<Result<_, _>>()?;
@@ -256,28 +254,49 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     })
 }
 
-/// Finds the line of a route's key. serde_yaml keeps no spans after
-/// deserializing, and errors between routes (two routes claiming the same
-/// match) still deserve a line; route names are restricted to
-/// `[A-Za-z0-9_.-]`, so a textual search for `name:` is unambiguous enough.
-fn key_position(text: &str, name: &str) -> Option<(usize, usize)> {
+fn is_empty_document(text: &str) -> bool {
+    match serde_yaml::Deserializer::from_str(text).next() {
+        None => true,
+        Some(document) => matches!(
+            serde_yaml::Value::deserialize(document),
+            Ok(serde_yaml::Value::Null)
+        ),
+    }
+}
+
+/// Finds where each route's key stands, in one pass over the text.
+/// serde_yaml keeps no spans after deserializing, and errors between routes
+/// (two routes claiming the same match) still deserve a line. Route keys are
+/// the least-indented keys under a top-level `routes:`; names are limited to
+/// `[A-Za-z0-9_.-]`, so reading `name:` (optionally quoted) is unambiguous.
+/// A flow-style `routes: { ... }` gives no positions, which is allowed.
+fn route_key_positions(text: &str) -> HashMap<&str, (usize, usize)> {
+    let mut positions = HashMap::new();
     let mut in_routes = false;
+    let mut route_indent = None;
     for (index, line) in text.lines().enumerate() {
-        if !line.starts_with([' ', '\t', '#']) && !line.is_empty() {
-            in_routes = line.starts_with("routes:");
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let trimmed = line.trim_start();
-        let key = trimmed
-            .strip_prefix('"')
-            .and_then(|rest| rest.strip_prefix(name))
-            .and_then(|rest| rest.strip_prefix('"'))
-            .or_else(|| trimmed.strip_prefix(name));
-        if in_routes && key.is_some_and(|rest| rest.trim_start().starts_with(':')) {
-            return Some((index + 1, line.len() - trimmed.len() + 1));
+        let indent = line.len() - trimmed.len();
+        if indent == 0 {
+            in_routes = trimmed.starts_with("routes:");
+            route_indent = None;
+            continue;
+        }
+        if !in_routes || *route_indent.get_or_insert(indent) != indent {
+            continue;
+        }
+        let key = match trimmed.strip_prefix(['"', '\'']) {
+            Some(quoted) => quoted.split(['"', '\'']).next(),
+            None => trimmed.split(':').next(),
+        };
+        if let Some(key) = key.map(str::trim_end) {
+            positions.entry(key).or_insert((index + 1, indent + 1));
         }
     }
-    None
+    positions
 }
 
 #[derive(Deserialize)]

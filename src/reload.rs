@@ -10,7 +10,7 @@
 //! Request handlers never touch that mutex; they only `load_full()` the
 //! `ArcSwap`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
@@ -18,8 +18,8 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::config::{self, ConfigError, Source};
-use crate::table::{Generations, RouteTable, TableMeta};
+use crate::config::{self, ConfigError, RouteSpec, Source};
+use crate::table::{Generations, Route, RouteTable, TableMeta};
 
 /// How many attempts `GET /reloads` remembers: enough to see an operator's
 /// last few edits, small enough to serialize on every request.
@@ -53,18 +53,21 @@ pub struct RouteDiff {
 
 impl RouteDiff {
     pub fn between(old: &RouteTable, new: &RouteTable) -> Self {
+        let old_routes: HashMap<&str, &RouteSpec> =
+            old.routes().iter().map(|r| (r.name(), &r.spec)).collect();
+        let new_names: HashSet<&str> = new.routes().iter().map(Route::name).collect();
         let mut diff = RouteDiff::default();
         for route in new.routes() {
-            match old.routes().iter().find(|r| r.name() == route.name()) {
+            match old_routes.get(route.name()) {
                 None => diff.added.push(route.name().to_owned()),
-                Some(previous) if previous.spec != route.spec => {
+                Some(previous) if **previous != route.spec => {
                     diff.changed.push(route.name().to_owned())
                 }
                 Some(_) => {}
             }
         }
         for route in old.routes() {
-            if !new.routes().iter().any(|r| r.name() == route.name()) {
+            if !new_names.contains(route.name()) {
                 diff.removed.push(route.name().to_owned());
             }
         }

@@ -30,17 +30,26 @@ pub struct Options {
     pub force_poll: bool,
 }
 
-/// A router whose route file has been loaded, ready to serve.
+/// A router whose route file has been loaded, ready to serve. It follows
+/// the file from the moment it is loaded, so an edit made before `serve` is
+/// called is not missed.
 pub struct Switchyard {
     options: Options,
     reloader: Arc<Reloader>,
+    watch: watch::WatchHandle,
 }
 
 impl Switchyard {
     /// Loads the route file; an error means the router must not start.
     pub fn load(options: Options) -> Result<Self, ConfigError> {
         let reloader = Arc::new(Reloader::start(&options.config)?);
-        Ok(Switchyard { options, reloader })
+        watch::warn_if_file_mount(&options.config);
+        let watch = watch::spawn(Arc::clone(&reloader), options.force_poll);
+        Ok(Switchyard {
+            options,
+            reloader,
+            watch,
+        })
     }
 
     pub fn reloader(&self) -> &Arc<Reloader> {
@@ -56,11 +65,13 @@ impl Switchyard {
         admin_listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), reqwest::Error> {
-        let Switchyard { options, reloader } = self;
+        let Switchyard {
+            options,
+            reloader,
+            watch: _watch,
+        } = self;
         let proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
         let readiness = Arc::new(Readiness::default());
-        watch::warn_if_file_mount(&options.config);
-        let _watch = watch::spawn(Arc::clone(&reloader), options.force_poll);
         let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
 
         let (stop_proxy, proxy_stopped) = oneshot::channel::<()>();

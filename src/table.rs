@@ -147,7 +147,12 @@ impl Node {
     fn insert(&mut self, prefix: &str, route: usize) {
         let mut node = self;
         for segment in segments(prefix) {
-            node = node.children.entry(segment.into()).or_default();
+            // Look up before inserting: most segments are shared, and an
+            // `entry` call would allocate the key every time.
+            if !node.children.contains_key(segment) {
+                node.children.insert(segment.into(), Node::default());
+            }
+            node = node.children.get_mut(segment).expect("inserted above");
         }
         node.routes.push(route);
     }
