@@ -36,7 +36,9 @@ async fn bytes(Path(n): Path<u64>) -> Body {
     let full = n / CHUNK as u64;
     let rest = (n % CHUNK as u64) as usize;
     let stream = futures_util::stream::iter((0..full).map(move |_| chunk.clone()))
-        .chain(futures_util::stream::iter((rest > 0).then(|| Bytes::from(vec![0u8; rest]))))
+        .chain(futures_util::stream::iter(
+            (rest > 0).then(|| Bytes::from(vec![0u8; rest])),
+        ))
         .map(Ok::<_, std::io::Error>);
     Body::from_stream(stream)
 }
