@@ -38,6 +38,8 @@ pub enum ConfigError {
     Empty,
     #[error("{0}")]
     Yaml(String),
+    #[error("`routes` is missing or empty (an empty table must be written `routes: {{}}`)")]
+    NoRoutes,
     #[error("routes.{name}: {message}{}", at_position(*at))]
     Route {
         name: String,
@@ -238,9 +240,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             ConfigError::Yaml(error.to_string())
         }
     })?;
+    let Some(route_map) = file.routes else {
+        return Err(ConfigError::NoRoutes);
+    };
     let positions = route_key_positions(text);
-    let routes = file
-        .routes
+    let routes = route_map
         .0
         .into_iter()
         .map(|(name, raw)| {
@@ -302,7 +306,11 @@ fn route_key_positions(text: &str) -> HashMap<&str, (usize, usize)> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    routes: RouteMap,
+    /// `None` for a missing key and for `routes:` with nothing under it
+    /// (every route commented out): both are refused, since an empty table
+    /// must be asked for explicitly.
+    #[serde(default)]
+    routes: Option<RouteMap>,
     #[serde(default)]
     tests: Vec<RouteTest>,
 }
@@ -322,19 +330,24 @@ impl<'de> Deserialize<'de> for RouteMap {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RouteMap, A::Error> {
                 let mut seen = HashSet::new();
                 let mut routes = Vec::new();
-                while let Some(name) = map.next_key::<String>()? {
-                    if name.is_empty()
-                        || !name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-                    {
-                        return Err(de::Error::custom(format!(
-                            "route name `{name}` may only use A-Z a-z 0-9 _ . -"
-                        )));
-                    }
-                    if !seen.insert(name.clone()) {
-                        return Err(de::Error::custom(format!("duplicate route name `{name}`")));
-                    }
+                loop {
+                    let check_name = |name: &str| {
+                        let valid =
+                            |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+                        if name.is_empty() || !name.chars().all(valid) {
+                            return Err(format!(
+                                "route name `{name}` may only use A-Z a-z 0-9 _ . -"
+                            ));
+                        }
+                        if seen.contains(name) {
+                            return Err(format!("duplicate route name `{name}`"));
+                        }
+                        Ok(name.to_owned())
+                    };
+                    let Some(name) = map.next_key_seed(Checked("a route name", check_name))? else {
+                        break;
+                    };
+                    seen.insert(name.clone());
                     let route = map.next_value::<RawRoute>()?;
                     routes.push((name, route));
                 }
@@ -361,19 +374,24 @@ impl<'de> Deserialize<'de> for HeaderList {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderList, A::Error> {
                 let mut entries: Vec<(HeaderName, HeaderValue)> = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    let name = HeaderName::try_from(key.as_str()).map_err(|_| {
-                        de::Error::custom(format!("`{key}` is not a valid header name"))
-                    })?;
-                    if entries.iter().any(|(n, _)| *n == name) {
-                        return Err(de::Error::custom(format!("duplicate header `{key}`")));
-                    }
-                    let value: String = map.next_value()?;
-                    let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
-                        de::Error::custom(format!(
-                            "header `{key}`: `{value}` is not a valid header value"
-                        ))
-                    })?;
+                loop {
+                    let check_name = |key: &str| {
+                        let name = HeaderName::try_from(key)
+                            .map_err(|_| format!("`{key}` is not a valid header name"))?;
+                        if entries.iter().any(|(n, _)| *n == name) {
+                            return Err(format!("duplicate header `{key}`"));
+                        }
+                        Ok(name)
+                    };
+                    let Some(name) = map.next_key_seed(Checked("a header name", check_name))?
+                    else {
+                        break;
+                    };
+                    let check_value = |value: &str| {
+                        HeaderValue::try_from(value)
+                            .map_err(|_| format!("`{value}` is not a valid header value"))
+                    };
+                    let value = map.next_value_seed(Checked("a header value", check_value))?;
                     entries.push((name, value));
                 }
                 entries.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
@@ -390,14 +408,37 @@ macro_rules! checked_from_str {
     ($ty:ty, $expecting:literal, $check:expr) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
                 let check: fn(&str) -> Result<$ty, String> = $check;
-                check(&text).map_err(|reason| {
-                    de::Error::custom(format!("{reason} (expected {})", $expecting))
-                })
+                de::DeserializeSeed::deserialize(Checked($expecting, check), d)
             }
         }
     };
+}
+
+/// Reads a string and checks it inside the visitor: serde_yaml positions an
+/// error by the event it is raised in, so checking here points the error at
+/// the value itself (and names its field), where checking after
+/// deserializing would point at the start of the enclosing mapping.
+struct Checked<F>(&'static str, F);
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> de::DeserializeSeed<'de> for Checked<F> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for Checked<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        (self.1)(text).map_err(E::custom)
+    }
 }
 
 /// A route prefix in the canonical form the request path is matched in.
@@ -524,7 +565,9 @@ checked_from_str!(
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => Err(format!("duration `{text}` must be more than zero")),
             Ok(d) => Ok(DurationValue(d)),
-            Err(e) => Err(format!("`{text}` is not a duration: {e}")),
+            Err(_) => Err(format!(
+                "`{text}` is not a duration (write it like 250ms, 5s or 2m)"
+            )),
         }
     }
 );
@@ -534,13 +577,36 @@ struct Status(StatusCode);
 
 impl<'de> Deserialize<'de> for Status {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let code = u16::deserialize(d)?;
-        match StatusCode::from_u16(code) {
-            Ok(status) if (200..=599).contains(&code) => Ok(Status(status)),
-            _ => Err(de::Error::custom(format!(
-                "status {code} is not a final HTTP status (200 to 599)"
-            ))),
+        struct StatusVisitor;
+        impl Visitor<'_> for StatusVisitor {
+            type Value = Status;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a status code from 200 to 599")
+            }
+            fn visit_u64<E: de::Error>(self, code: u64) -> Result<Status, E> {
+                u16::try_from(code)
+                    .ok()
+                    .filter(|code| (200..=599).contains(code))
+                    .and_then(|code| StatusCode::from_u16(code).ok())
+                    .map(Status)
+                    .ok_or_else(|| {
+                        E::custom(format!(
+                            "status {code} is not a final HTTP status (200 to 599)"
+                        ))
+                    })
+            }
+            fn visit_i64<E: de::Error>(self, code: i64) -> Result<Status, E> {
+                self.visit_u64(u64::try_from(code).unwrap_or(0))
+            }
+            /// `status: "200"` means what it says.
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Status, E> {
+                match text.trim().parse::<u64>() {
+                    Ok(code) => self.visit_u64(code),
+                    Err(_) => Err(E::custom(format!("status `{text}` is not a number"))),
+                }
+            }
         }
+        d.deserialize_any(StatusVisitor)
     }
 }
 
@@ -624,6 +690,9 @@ impl RawRoute {
                 ))
             }
         };
+        if self.methods.as_ref().is_some_and(Vec::is_empty) {
+            return Err(fail("`methods` is empty, so the route could never match; list at least one method or leave it out"));
+        }
         let methods = self.methods.map(|list| {
             let mut methods: Vec<Method> = list.into_iter().map(|m| m.0).collect();
             methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));

@@ -65,11 +65,12 @@ impl Route {
 
     /// Whether the conditions beyond host and prefix hold for this request.
     fn accepts(&self, request: &RequestFacts<'_>) -> bool {
-        let methods_ok = self
-            .spec
-            .methods
-            .as_ref()
-            .is_none_or(|methods| methods.contains(request.method));
+        // HEAD is GET without the body, so a route that allows GET allows
+        // HEAD too, as nginx's `limit_except GET` does.
+        let methods_ok = self.spec.methods.as_ref().is_none_or(|methods| {
+            methods.contains(request.method)
+                || (request.method == Method::HEAD && methods.contains(&Method::GET))
+        });
         methods_ok
             && self
                 .spec
