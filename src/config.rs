@@ -241,7 +241,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         }
     })?;
     let Some(route_map) = file.routes else {
-        return Err(ConfigError::NoRoutes);
+        return Err(if is_empty_document(text) {
+            ConfigError::Empty
+        } else {
+            ConfigError::NoRoutes
+        });
     };
     let positions = route_key_positions(text);
     let routes = route_map
