@@ -1,0 +1,75 @@
+//! Fixtures for the integration tests: real upstream servers and a real
+//! router, each on `127.0.0.1:0`, plus an HTTP client, a raw-socket client
+//! and a polling helper.
+//!
+//! ```ignore
+//! let users = Upstream::echo("users").start().await;
+//! let router = TestRouter::with_yaml(format!("routes:\n  users:\n    upstream: {}\n", users.url()))
+//!     .start()
+//!     .await;
+//! let answer = router.get("/api/users/7").send().await.unwrap();
+//! ```
+//!
+//! Every test file includes this module with `mod support;` and uses only
+//! part of it, so unused helpers and re-exports are expected here.
+#![allow(dead_code, unused_imports)]
+
+mod process;
+mod router;
+mod upstream;
+mod wire;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use self::process::{run_switchyard, switchyard_command, RouteFile, SwitchyardProcess};
+pub use self::router::{TestRouter, TestRouterBuilder};
+pub use self::upstream::{closed_port_url, read_request_head, Echoed, Upstream, UpstreamSpec};
+pub use self::wire::{client, json_of, send_raw, streamed_body, RawResponse};
+
+/// How often [`eventually`] probes: short against the 1 s reload deadline,
+/// long enough not to flood the router with probes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// What a probe of [`eventually`] returns: `true`/`Some(value)` once the
+/// condition holds.
+pub trait Settled {
+    type Value;
+    fn settled(self) -> Option<Self::Value>;
+}
+
+impl Settled for bool {
+    type Value = ();
+    fn settled(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Settled for Option<T> {
+    type Value = T;
+    fn settled(self) -> Option<T> {
+        self
+    }
+}
+
+/// Probes until the condition holds and returns its value; panics if it
+/// still does not hold after `timeout`. The probe runs at least once, and
+/// once more after the deadline, so a slow probe is not cut short.
+pub async fn eventually<F, Fut>(timeout: Duration, mut probe: F) -> <Fut::Output as Settled>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Settled,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let expired = Instant::now() >= deadline;
+        if let Some(value) = probe().await.settled() {
+            return value;
+        }
+        if expired {
+            panic!("condition still not met after {timeout:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}

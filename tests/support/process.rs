@@ -1,0 +1,215 @@
+//! The real `switchyard` binary, for what only the process shows: exit
+//! codes, what it prints, and how it answers signals.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+
+/// The binary under test, built by cargo for the integration tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A process that has not exited (or started listening) by then is stuck.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Settings the binary reads from the environment; cleared so the test
+/// machine's own settings cannot leak in.
+const SETTINGS: [&str; 7] = [
+    "SWITCHYARD_CONFIG",
+    "SWITCHYARD_LISTEN",
+    "SWITCHYARD_ADMIN",
+    "SWITCHYARD_LOG_FORMAT",
+    "SWITCHYARD_DRAIN_TIMEOUT",
+    "SWITCHYARD_SHUTDOWN_DELAY",
+    "SWITCHYARD_LOG",
+];
+
+/// A route file in a fresh temporary directory, deleted on drop.
+pub struct RouteFile {
+    dir: TempDir,
+    path: PathBuf,
+}
+
+impl RouteFile {
+    pub fn with_yaml(yaml: &str) -> RouteFile {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("routes.yaml");
+        std::fs::write(&path, yaml).expect("write the route file");
+        RouteFile { dir, path }
+    }
+
+    /// A path in a fresh directory where no file exists.
+    pub fn missing() -> RouteFile {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("routes.yaml");
+        RouteFile { dir, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 temporary path")
+    }
+
+    pub fn write(&self, yaml: &str) {
+        std::fs::write(&self.path, yaml).expect("write the route file");
+    }
+}
+
+/// `switchyard` with a clean environment, its output captured.
+pub fn switchyard_command() -> Command {
+    let mut command = Command::new(BINARY);
+    for name in SETTINGS {
+        command.env_remove(name);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs `switchyard ARGS` to completion; panics if it has not exited
+/// within [`PROCESS_DEADLINE`] (a `run` that should have refused to start).
+pub async fn run_switchyard(args: &[&str]) -> Output {
+    let child = switchyard_command()
+        .args(args)
+        .spawn()
+        .expect("start the switchyard binary");
+    tokio::time::timeout(PROCESS_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("switchyard {args:?} still running after {PROCESS_DEADLINE:?}"))
+        .expect("wait for switchyard")
+}
+
+/// A `switchyard run` process serving on `127.0.0.1:0`, logging JSON.
+/// Killed on drop.
+pub struct SwitchyardProcess {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    route_file: RouteFile,
+}
+
+impl SwitchyardProcess {
+    /// Starts `switchyard run` on a route file holding `yaml`, plus `extra`
+    /// arguments (such as `--shutdown-delay`), and returns once it has logged
+    /// the addresses it listens on.
+    pub async fn run_with_yaml(yaml: &str, extra: &[&str]) -> SwitchyardProcess {
+        SwitchyardProcess::run_with_yaml_and_env(yaml, extra, &[]).await
+    }
+
+    /// [`SwitchyardProcess::run_with_yaml`] with extra environment variables.
+    pub async fn run_with_yaml_and_env(
+        yaml: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> SwitchyardProcess {
+        let route_file = RouteFile::with_yaml(yaml);
+        let mut child = switchyard_command()
+            .args(["run", "--config", route_file.path_str()])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env("SWITCHYARD_LOG", "info")
+            .envs(env.iter().copied())
+            .spawn()
+            .expect("start the switchyard binary");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (proxy, admin) =
+            tokio::time::timeout(PROCESS_DEADLINE, listening(stderr, Arc::clone(&logs)))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "switchyard did not log `switchyard listening` within {PROCESS_DEADLINE:?}; logs: {:?}",
+                        logs.lock().unwrap()
+                    )
+                });
+        SwitchyardProcess {
+            child,
+            proxy,
+            admin,
+            logs,
+            route_file,
+        }
+    }
+
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn route_file(&self) -> &RouteFile {
+        &self.route_file
+    }
+
+    /// Log lines (JSON) so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`) with kill(1).
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the process is running").to_string();
+        let status = Command::new("kill")
+            .args(["-s", name, &pid])
+            .status()
+            .await
+            .expect("run kill(1)");
+        assert!(status.success(), "kill -s {name} {pid} failed");
+    }
+
+    /// Waits for the process to exit; panics after [`PROCESS_DEADLINE`].
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        tokio::time::timeout(PROCESS_DEADLINE, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("switchyard still running after {PROCESS_DEADLINE:?}"))
+            .expect("wait for switchyard")
+    }
+}
+
+/// Reads log lines until the start-up line with both addresses, then keeps
+/// collecting the rest in the background.
+async fn listening(stderr: ChildStderr, logs: Arc<Mutex<Vec<String>>>) -> (SocketAddr, SocketAddr) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        logs.lock().unwrap().push(line.clone());
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if entry["message"] != "switchyard listening" {
+            continue;
+        }
+        let addr = |field: &str| -> SocketAddr {
+            entry[field]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no `{field}` address in {line}"))
+        };
+        let found = (addr("proxy"), addr("admin"));
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                logs.lock().unwrap().push(line);
+            }
+        });
+        return found;
+    }
+    panic!(
+        "switchyard exited before listening; logs: {:?}",
+        logs.lock().unwrap()
+    );
+}
