@@ -57,6 +57,10 @@ struct RunArgs {
     /// Follow the route file by polling instead of a file-system watcher.
     #[arg(long, env = "SWITCHYARD_POLL", hide = true)]
     poll: bool,
+    /// Skip per-request metrics and access logs; only for measuring their
+    /// cost (benches/observe.sh).
+    #[arg(long, hide = true)]
+    no_request_observability: bool,
 }
 
 #[derive(Args)]
@@ -171,6 +175,7 @@ fn run(args: RunArgs) -> ExitCode {
         drain_timeout: args.drain_timeout,
         shutdown_delay: args.shutdown_delay,
         force_poll: args.poll,
+        observe_requests: !args.no_request_observability,
     };
     // The same message `check` prints, so the two never disagree.
     let router = match Switchyard::load(options) {

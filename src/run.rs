@@ -28,6 +28,22 @@ pub struct Options {
     pub shutdown_delay: Duration,
     /// Follow the file by polling even where a watcher could start.
     pub force_poll: bool,
+    /// Per-request metrics and access log. Always on in production; off
+    /// only to measure what they cost (`benches/observe.sh`).
+    pub observe_requests: bool,
+}
+
+impl Options {
+    /// The command line's defaults, for `config`.
+    pub fn new(config: impl Into<PathBuf>) -> Self {
+        Options {
+            config: config.into(),
+            drain_timeout: Duration::from_secs(25),
+            shutdown_delay: Duration::ZERO,
+            force_poll: false,
+            observe_requests: true,
+        }
+    }
 }
 
 /// A router whose route file has been loaded, ready to serve.
@@ -57,7 +73,8 @@ impl Switchyard {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), reqwest::Error> {
         let Switchyard { options, reloader } = self;
-        let proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
+        let mut proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
+        proxy_state.observe = options.observe_requests;
         let readiness = Arc::new(Readiness::default());
         watch::warn_if_file_mount(&options.config);
         let _watch = watch::spawn(Arc::clone(&reloader), options.force_poll);
