@@ -21,6 +21,8 @@ CONNECTIONS=${CONNECTIONS:-32}
 ROUNDS=${ROUNDS:-2}
 THREADS=${THREADS:-1}
 
+# The default level and format are what is being measured.
+unset SWITCHYARD_LOG SWITCHYARD_LOG_FORMAT
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release --quiet
 BIN=target/release/switchyard
@@ -57,7 +59,7 @@ routes:
     prefix: /
     respond: { status: 200, body: "hello from the upstream\n" }
 YAML
-SWITCHYARD_LOG=warn start upstream "$WORK/upstream.yaml" --no-request-observability
+start upstream "$WORK/upstream.yaml" --no-request-observability
 UPSTREAM=$ADDR
 
 cat >"$WORK/routes.yaml" <<YAML
@@ -69,9 +71,9 @@ routes:
     prefix: /upstream
     upstream: http://$UPSTREAM
 YAML
-env -u SWITCHYARD_LOG start on "$WORK/routes.yaml"
+start on "$WORK/routes.yaml"
 ON=$ADDR
-env -u SWITCHYARD_LOG start off "$WORK/routes.yaml" --no-request-observability
+start off "$WORK/routes.yaml" --no-request-observability
 OFF=$ADDR
 
 # rps URL: requests/s over one bounded wrk run.
