@@ -36,12 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("routes.yaml");
     std::fs::write(&config, hello_file("v0"))?;
-    let router = Switchyard::load(Options {
-        config: config.clone(),
-        drain_timeout: Duration::from_secs(1),
-        shutdown_delay: Duration::ZERO,
-        force_poll: false,
-    })?;
+    let router = Switchyard::load(Options::new(&config))?;
     let reloader = Arc::clone(router.reloader());
     let proxy = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;

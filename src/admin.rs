@@ -1,11 +1,13 @@
-//! The admin API (SPEC 3): health, readiness, the live table, and reloads.
-//! Served only on the admin listener, never on the proxy's.
+//! The admin API (SPEC 3): health, readiness, the live table, reloads,
+//! metrics, the route explainer and the dashboard. Served only on the admin
+//! listener, never on the proxy's.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,6 +16,8 @@ use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
 use crate::config::{HostPattern, RouteSpec, TargetSpec};
+use crate::explain::{explain, MatchQuery, NoMatch};
+use crate::metrics::{RouteMetrics, NO_ROUTE};
 use crate::reload::{ReloadResult, Reloader, RouteDiff, Trigger};
 use crate::table::RouteTable;
 
@@ -45,6 +49,10 @@ pub fn app(state: AdminState) -> Router {
         .route("/routes", get(routes))
         .route("/reload", post(reload))
         .route("/reloads", get(reloads))
+        .route("/routes/match", get(route_match))
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/", get(dashboard))
         .with_state(state)
 }
 
@@ -182,4 +190,86 @@ pub fn diff_against_live(live_routes: &Value, local: &RouteTable) -> Result<Rout
         }
     }
     Ok(diff)
+}
+
+/// The dashboard: one self-contained page (inline CSS and JS, no external
+/// assets) that polls `/routes`, `/reloads`, `/healthz` and `/stats`.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    ([(CONTENT_TYPE, "text/html; charset=utf-8")], DASHBOARD_HTML).into_response()
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    match state.reloader.metrics().encode() {
+        Ok(text) => ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Per-route counters as JSON, for the dashboard to compute rates from two
+/// scrapes: the same numbers `/metrics` shows, without a text parser.
+async fn stats(State(state): State<AdminState>) -> Json<Value> {
+    let table = state.reloader.live().load_full();
+    let route_stats = |name: &str, metrics: &RouteMetrics| {
+        let mut requests = 0;
+        let mut server_errors = 0;
+        let mut codes = serde_json::Map::new();
+        for (code, count) in metrics.codes() {
+            requests += count;
+            if code.starts_with('5') {
+                server_errors += count;
+            }
+            codes.insert(code, json!(count));
+        }
+        let upstream_errors: serde_json::Map<String, Value> = metrics
+            .upstream_errors()
+            .map(|(kind, count)| (kind.label().to_owned(), json!(count)))
+            .collect();
+        json!({
+            "route": name,
+            "requests": requests,
+            "errors": server_errors,
+            "codes": codes,
+            "upstream_errors": upstream_errors,
+        })
+    };
+    let mut routes: Vec<Value> = table
+        .routes()
+        .iter()
+        .map(|route| route_stats(route.name(), &route.metrics))
+        .collect();
+    routes.push(route_stats(NO_ROUTE, &table.unrouted));
+    Json(json!({
+        "version": table.meta.version,
+        "generations_live": state.reloader.generations_live(),
+        "routes": routes,
+    }))
+}
+
+async fn route_match(State(state): State<AdminState>, RawQuery(query): RawQuery) -> Response {
+    let bad_request = |reason: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "bad_request", "reason": reason })),
+        )
+            .into_response()
+    };
+    let query = match MatchQuery::parse(query.as_deref().unwrap_or("")) {
+        Ok(query) => query,
+        Err(reason) => return bad_request(reason),
+    };
+    let table = state.reloader.live().load_full();
+    match explain(&table, &query) {
+        Ok(explanation) => Json(explanation).into_response(),
+        Err(NoMatch::BadPath(reason)) => bad_request(reason),
+        Err(NoMatch::NoRoute { host, path }) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no_route", "host": host, "path": path })),
+        )
+            .into_response(),
+    }
 }

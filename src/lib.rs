@@ -13,12 +13,18 @@
 //! - [`reload`]: build off to the side, swap atomically, status and history.
 //! - [`watch`]: file watcher (or poller) that triggers reloads.
 //! - [`admin`]: the admin API.
+//! - [`explain`]: why a request would go where it goes (`/routes/match`).
+//! - [`metrics`]: per-route counters held in the table, `/metrics`.
+//! - [`access`]: one access-log line per request, when its body ends.
 //! - [`run`]: wiring it all together, and the shutdown sequence.
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod headers;
+pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod reload;

@@ -57,6 +57,10 @@ struct RunArgs {
     /// Follow the route file by polling instead of a file-system watcher.
     #[arg(long, env = "SWITCHYARD_POLL", hide = true)]
     poll: bool,
+    /// Skip per-request metrics and access logs; only for measuring their
+    /// cost (benches/observe.sh).
+    #[arg(long, hide = true)]
+    no_request_observability: bool,
 }
 
 #[derive(Args)]
@@ -165,12 +169,14 @@ fn diff_against(admin: &url::Url, table: &RouteTable) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    init_logging(args.log_format);
+    // Held until `run` returns, so buffered log lines are written at exit.
+    let _log_writer = init_logging(args.log_format);
     let options = Options {
         config: args.config.clone(),
         drain_timeout: args.drain_timeout,
         shutdown_delay: args.shutdown_delay,
         force_poll: args.poll,
+        observe_requests: !args.no_request_observability,
     };
     // The same message `check` prints, so the two never disagree.
     let router = match Switchyard::load(options) {
@@ -245,14 +251,34 @@ async fn shutdown_signal() {
     });
 }
 
-fn init_logging(format: LogFormat) {
+/// Log lines the writer thread may fall behind by before new ones are
+/// dropped: several seconds of access log at tens of thousands of requests
+/// per second, a few tens of MB at worst.
+const LOG_BUFFER_LINES: usize = 128_000;
+
+/// Logs go through a writer thread: a request formats its line and hands it
+/// over without a syscall or the stderr lock (which serialized the worker
+/// threads and cost a third of the throughput), and the thread writes them
+/// in batches. A stuck log reader (a full pipe) then costs lost lines, not a
+/// stalled proxy.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: escape codes in a file, a
+    // pipe or a container log make every line harder to search.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .thread_name("switchyard-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    guard
 }

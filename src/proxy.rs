@@ -20,11 +20,13 @@ use http::StatusCode;
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
+use crate::access::{Exchange, Routed};
 use crate::error::ProxyError;
 use crate::headers::{
     ensure_request_id, request_authority, routing_host, set_forwarded, strip_hop_by_hop,
     upgrade_requested, REQUEST_ID,
 };
+use crate::metrics::UpstreamErrorKind;
 use crate::path::{canonical_path, upstream_path};
 use crate::table::{RequestFacts, Respond, Route, RouteTable, Target, Upstreams};
 
@@ -46,6 +48,8 @@ pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ProxyState {
     pub live: Arc<ArcSwap<RouteTable>>,
     pub client: reqwest::Client,
+    /// Per-request metrics and access log; off only to measure their cost.
+    pub observe: bool,
 }
 
 impl ProxyState {
@@ -53,6 +57,7 @@ impl ProxyState {
         Ok(ProxyState {
             live,
             client: upstream_client()?,
+            observe: true,
         })
     }
 }
@@ -83,17 +88,35 @@ async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
     let table = state.live.load_full();
     let mut request = request;
     let request_id = ensure_request_id(request.headers_mut());
-    let mut response = route_request(&state, &table, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    let exchange = state
+        .observe
+        .then(|| Exchange::begin(Arc::clone(&table), &request, request_id.clone()));
+    let mut routed = Routed::default();
+    let (mut response, error) = match route_request(&state, &table, request, &mut routed).await {
+        Ok(response) => (response, None),
+        Err(error) => {
+            let upstream = UpstreamErrorKind::of(&error);
+            if upstream.is_some() {
+                // The detail (an OS error, an address) is for the operator,
+                // never for the client.
+                tracing::warn!(%error, request_id = request_id.to_str().unwrap_or("-"), "upstream request failed");
+            }
+            let kind = error.kind();
+            (error.into_response(), Some((kind, upstream)))
+        }
+    };
     response.headers_mut().insert(REQUEST_ID, request_id);
-    response
+    match exchange {
+        Some(exchange) => exchange.respond(response, routed, error),
+        None => response,
+    }
 }
 
 async fn route_request(
     state: &ProxyState,
     table: &RouteTable,
     request: Request,
+    routed: &mut Routed,
 ) -> Result<Response, ProxyError> {
     let headers = request.headers();
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
@@ -114,9 +137,12 @@ async fn route_request(
     let Some(route) = table.lookup(&facts) else {
         return Err(ProxyError::NoRoute { host, path });
     };
+    routed.route = Some(route.index);
     match &route.target {
         Target::Respond(respond) => Ok(fixed_response(respond)),
-        Target::Upstreams(upstreams) => forward(state, route, upstreams, &path, request).await,
+        Target::Upstreams(upstreams) => {
+            forward(state, route, upstreams, &path, request, routed).await
+        }
     }
 }
 
@@ -133,11 +159,14 @@ async fn forward(
     upstreams: &Upstreams,
     path: &str,
     request: Request,
+    routed: &mut Routed,
 ) -> Result<Response, ProxyError> {
     let mut request = request;
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let mut url = upstreams.pick().clone();
+    let picked = upstreams.pick_index();
+    routed.upstream = Some(picked);
+    let mut url = upstreams.urls[picked].clone();
     let target_path = upstream_path(
         url.path(),
         &route.spec.prefix,

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::config::{self, ConfigError, RouteSpec, Source};
+use crate::metrics::Metrics;
 use crate::table::{Generations, Route, RouteTable, TableMeta};
 
 /// How many attempts `GET /reloads` remembers: enough to see an operator's
@@ -111,6 +112,7 @@ pub struct Reloader {
     path: PathBuf,
     live: Arc<ArcSwap<RouteTable>>,
     generations: Generations,
+    metrics: Metrics,
     /// Serializes reloads and holds their record. Only synchronous code takes
     /// it, and never a request handler.
     record: Mutex<Record>,
@@ -123,9 +125,11 @@ impl Reloader {
         let source = Source::read(path)?;
         let generations = Generations::default();
         let table = build(&source, 1)?.tracked_by(&generations);
+        let live = Arc::new(ArcSwap::from_pointee(table));
         Ok(Reloader {
             path: path.to_path_buf(),
-            live: Arc::new(ArcSwap::from_pointee(table)),
+            metrics: Metrics::new(Arc::clone(&live), generations.clone()),
+            live,
             generations,
             record: Mutex::new(Record {
                 last: LastReload {
@@ -163,7 +167,8 @@ impl Reloader {
                 }
                 let table = build(source, current.meta.version + 1)
                     .map_err(|e| e.to_string())?
-                    .tracked_by(&self.generations);
+                    .tracked_by(&self.generations)
+                    .carry_metrics_from(&current);
                 let diff = RouteDiff::between(&current, &table);
                 self.live.store(Arc::new(table));
                 Ok(Some(diff))
@@ -182,6 +187,7 @@ impl Reloader {
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "route table reloaded"
                 );
+                self.metrics.reload_ok();
                 record.last = LastReload {
                     ok: true,
                     at: now,
@@ -211,6 +217,7 @@ impl Reloader {
             }
             Err(error) => {
                 tracing::error!(?trigger, version, %error, "route file rejected; the previous table keeps serving");
+                self.metrics.reload_error();
                 record.last = LastReload {
                     ok: false,
                     at: now,
@@ -243,6 +250,10 @@ impl Reloader {
     /// Route tables still alive, the live one included.
     pub fn generations_live(&self) -> usize {
         self.generations.live()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn last_reload(&self) -> LastReload {

@@ -28,6 +28,22 @@ pub struct Options {
     pub shutdown_delay: Duration,
     /// Follow the file by polling even where a watcher could start.
     pub force_poll: bool,
+    /// Per-request metrics and access log. Always on in production; off
+    /// only to measure what they cost (`benches/observe.sh`).
+    pub observe_requests: bool,
+}
+
+impl Options {
+    /// The command line's defaults, for `config`.
+    pub fn new(config: impl Into<PathBuf>) -> Self {
+        Options {
+            config: config.into(),
+            drain_timeout: Duration::from_secs(25),
+            shutdown_delay: Duration::ZERO,
+            force_poll: false,
+            observe_requests: true,
+        }
+    }
 }
 
 /// A router whose route file has been loaded, ready to serve. It follows
@@ -70,7 +86,8 @@ impl Switchyard {
             reloader,
             watch: _watch,
         } = self;
-        let proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
+        let mut proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
+        proxy_state.observe = options.observe_requests;
         let readiness = Arc::new(Readiness::default());
         let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
 

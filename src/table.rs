@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use url::Url;
 
 use crate::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
+use crate::metrics::RouteMetrics;
 use crate::path::canonical_path;
 
 /// What a table was built from, for the admin API and the reload log.
@@ -56,6 +57,11 @@ impl Drop for GenerationToken {
 pub struct Route {
     pub spec: RouteSpec,
     pub target: Target,
+    /// Position in [`RouteTable::routes`], so a request can name its route
+    /// after it has let go of the borrow.
+    pub index: usize,
+    /// This route's counters, bumped by the request path without a lock.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
@@ -97,8 +103,12 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn pick(&self) -> &Url {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len();
-        &self.urls[index]
+        &self.urls[self.pick_index()]
+    }
+
+    /// The next upstream's position in `urls`.
+    pub fn pick_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()
     }
 }
 
@@ -193,6 +203,8 @@ pub struct RouteTable {
     wildcard: HashMap<String, Node>,
     any_host: Node,
     generation: Option<GenerationToken>,
+    /// Counters of requests that no route matched (`route="_none"`).
+    pub unrouted: Arc<RouteMetrics>,
 }
 
 impl RouteTable {
@@ -206,6 +218,7 @@ impl RouteTable {
             wildcard: HashMap::new(),
             any_host: Node::default(),
             generation: None,
+            unrouted: Arc::default(),
         };
         for spec in config.routes {
             let index = table.routes.len();
@@ -232,7 +245,12 @@ impl RouteTable {
                     headers: headers.clone(),
                 }),
             };
-            table.routes.push(Route { spec, target });
+            table.routes.push(Route {
+                spec,
+                target,
+                index,
+                metrics: Arc::default(),
+            });
         }
         let routes = &table.routes;
         let sort = |node: &mut Node| {
@@ -260,6 +278,7 @@ impl RouteTable {
             wildcard: HashMap::new(),
             any_host: Node::default(),
             generation: None,
+            unrouted: Arc::default(),
         }
     }
 
@@ -267,6 +286,24 @@ impl RouteTable {
     pub fn tracked_by(mut self, generations: &Generations) -> Self {
         generations.0.fetch_add(1, Ordering::Relaxed);
         self.generation = Some(GenerationToken(Arc::clone(&generations.0)));
+        self
+    }
+
+    /// Takes over the counters of every route of `previous` that this table
+    /// keeps by name (and those of unrouted requests), so that a reload does
+    /// not reset them. Runs at build time, before the table goes live.
+    pub fn carry_metrics_from(mut self, previous: &RouteTable) -> Self {
+        let old: HashMap<&str, &Arc<RouteMetrics>> = previous
+            .routes
+            .iter()
+            .map(|route| (route.name(), &route.metrics))
+            .collect();
+        for route in &mut self.routes {
+            if let Some(metrics) = old.get(route.spec.name.as_str()) {
+                route.metrics = Arc::clone(metrics);
+            }
+        }
+        self.unrouted = Arc::clone(&previous.unrouted);
         self
     }
 

@@ -53,10 +53,8 @@ impl TestRouter {
         TestRouterBuilder {
             yaml: yaml.into(),
             options: Options {
-                config: PathBuf::new(),
                 drain_timeout: TEST_DRAIN_TIMEOUT,
-                shutdown_delay: Duration::ZERO,
-                force_poll: false,
+                ..Options::new(PathBuf::new())
             },
         }
     }

@@ -1,0 +1,234 @@
+//! The route explainer behind `GET /routes/match` (SPEC 3): which route a
+//! request would reach, which other routes matched it, and the precedence
+//! rule (SPEC 2, rule 3) that decided between the first two.
+//!
+//! There is no second matcher here: the candidates come from
+//! [`RouteTable::candidates`], the same walk the proxy's lookup stops after
+//! one step of, so the explainer cannot disagree with the proxy.
+
+use std::cmp::Ordering;
+use std::ops::ControlFlow;
+
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use serde::Serialize;
+
+use crate::headers::routing_host;
+use crate::path::canonical_path;
+use crate::table::{Candidate, HostClass, RequestFacts, RouteTable};
+
+/// More `header=` parameters than this is not a question about a real
+/// request; the cap bounds the work one admin request can ask for.
+pub const MAX_HEADER_PARAMS: usize = 64;
+
+/// The request described by the query string
+/// `host=H&path=P[&method=M][&header=name:value...]`.
+#[derive(Debug)]
+pub struct MatchQuery {
+    /// Normalized like the proxy's: lower-case, port and trailing dot dropped.
+    pub host: Option<String>,
+    pub raw_path: String,
+    pub method: Method,
+    pub headers: HeaderMap,
+}
+
+impl MatchQuery {
+    /// Parses a (percent-encoded) query string; the error names the bad
+    /// parameter.
+    pub fn parse(query: &str) -> Result<Self, String> {
+        let mut host = None;
+        let mut path = None;
+        let mut method = None;
+        let mut headers = HeaderMap::new();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "host" => host = Some(value.into_owned()),
+                "path" => path = Some(value.into_owned()),
+                "method" => {
+                    let parsed = Method::from_bytes(value.as_bytes())
+                        .map_err(|_| format!("method `{value}` is not an HTTP method"))?;
+                    method = Some(parsed);
+                }
+                "header" => {
+                    if headers.len() == MAX_HEADER_PARAMS {
+                        return Err(format!("more than {MAX_HEADER_PARAMS} `header` parameters"));
+                    }
+                    let (name, header_value) = value
+                        .split_once(':')
+                        .ok_or_else(|| format!("header `{value}` is not `name:value`"))?;
+                    let name = HeaderName::from_bytes(name.trim().as_bytes())
+                        .map_err(|_| format!("header name `{name}` is not valid"))?;
+                    let header_value = HeaderValue::from_str(header_value.trim())
+                        .map_err(|_| format!("header value `{header_value}` is not valid"))?;
+                    headers.append(name, header_value);
+                }
+                other => {
+                    return Err(format!(
+                        "unknown parameter `{other}` (expected host, path, method, header)"
+                    ))
+                }
+            }
+        }
+        let host = match host {
+            None => None,
+            Some(raw) => {
+                // The same normalization the proxy applies to `Host`.
+                let value = HeaderValue::from_str(&raw)
+                    .map_err(|_| format!("host `{raw}` is not valid"))?;
+                let mut with_host = HeaderMap::new();
+                with_host.insert(HOST, value);
+                Some(
+                    routing_host(&with_host, &Uri::from_static("/"))
+                        .ok_or_else(|| format!("host `{raw}` is not valid"))?,
+                )
+            }
+        };
+        Ok(MatchQuery {
+            host,
+            raw_path: path.ok_or("missing parameter `path`")?,
+            method: method.unwrap_or(Method::GET),
+            headers,
+        })
+    }
+}
+
+/// One matching route and what made it match.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct CandidateView {
+    pub route: String,
+    /// How the route's host condition met the request: `exact`, `wildcard`
+    /// or `any` (the route names no host).
+    pub host_match: HostClass,
+    pub host: Option<String>,
+    pub prefix: String,
+    pub prefix_segments: usize,
+    /// How many header conditions the route has (all of them hold).
+    pub headers: usize,
+    pub methods: Option<Vec<String>>,
+}
+
+/// The `/routes/match` answer when a route matched.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub route: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub method: String,
+    /// Every matching route, the winner first, in precedence order.
+    pub candidates: Vec<CandidateView>,
+    pub reason: String,
+}
+
+/// The `/routes/match` answer when nothing matched, or the path is invalid.
+#[derive(Debug)]
+pub enum NoMatch {
+    BadPath(String),
+    NoRoute { host: Option<String>, path: String },
+}
+
+/// Explains where the table sends this request.
+pub fn explain(table: &RouteTable, query: &MatchQuery) -> Result<Explanation, NoMatch> {
+    let path = canonical_path(&query.raw_path)
+        .map_err(|e| NoMatch::BadPath(format!("path `{}`: {e}", query.raw_path)))?;
+    let facts = RequestFacts {
+        host: query.host.as_deref(),
+        path: &path,
+        method: &query.method,
+        headers: &query.headers,
+    };
+    let mut found: Vec<Candidate<'_>> = Vec::new();
+    let _ = table.candidates(&facts, |candidate| {
+        found.push(candidate);
+        ControlFlow::Continue(())
+    });
+    let Some(winner) = found.first() else {
+        return Err(NoMatch::NoRoute {
+            host: query.host.clone(),
+            path,
+        });
+    };
+    let reason = match found.get(1) {
+        None => format!("`{}` is the only route that matches", winner.route.name()),
+        Some(runner_up) => format!(
+            "`{}` wins over `{}`: {}",
+            winner.route.name(),
+            runner_up.route.name(),
+            why_first(winner, runner_up)
+        ),
+    };
+    Ok(Explanation {
+        route: winner.route.name().to_owned(),
+        path,
+        host: query.host.clone(),
+        method: query.method.to_string(),
+        candidates: found.iter().map(view).collect(),
+        reason,
+    })
+}
+
+/// The first rule of SPEC 2 rule 3 that tells the two apart.
+fn why_first(winner: &Candidate<'_>, other: &Candidate<'_>) -> String {
+    let describe = |class: HostClass| match class {
+        HostClass::Exact => "an exact host",
+        HostClass::Wildcard => "a wildcard host",
+        HostClass::Any => "no host condition",
+    };
+    if winner.host != other.host {
+        return format!("{} beats {}", describe(winner.host), describe(other.host));
+    }
+    if winner.host == HostClass::Wildcard {
+        let (ours, theirs) = (host_of(winner), host_of(other));
+        if ours != theirs {
+            return format!("wildcard `{ours}` is more specific than `{theirs}`");
+        }
+    }
+    if winner.prefix_segments != other.prefix_segments {
+        return format!(
+            "the longer prefix wins: `{}` ({} segments) over `{}` ({} segments)",
+            winner.route.spec.prefix,
+            winner.prefix_segments,
+            other.route.spec.prefix,
+            other.prefix_segments
+        );
+    }
+    let (ours, theirs) = (
+        winner.route.spec.headers.len(),
+        other.route.spec.headers.len(),
+    );
+    match ours.cmp(&theirs) {
+        Ordering::Greater => {
+            return format!("more header conditions win: {ours} over {theirs}");
+        }
+        Ordering::Less | Ordering::Equal => {}
+    }
+    if winner.route.spec.methods.is_some() && other.route.spec.methods.is_none() {
+        return "a route with `methods` beats one without".to_owned();
+    }
+    "equal precedence; the route listed first in the file wins".to_owned()
+}
+
+fn host_of(candidate: &Candidate<'_>) -> String {
+    candidate
+        .route
+        .spec
+        .host
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
+fn view(candidate: &Candidate<'_>) -> CandidateView {
+    let spec = &candidate.route.spec;
+    CandidateView {
+        route: spec.name.clone(),
+        host_match: candidate.host,
+        host: spec.host.as_ref().map(ToString::to_string),
+        prefix: spec.prefix.clone(),
+        prefix_segments: candidate.prefix_segments,
+        headers: spec.headers.len(),
+        methods: spec
+            .methods
+            .as_ref()
+            .map(|m| m.iter().map(ToString::to_string).collect()),
+    }
+}

@@ -1,0 +1,381 @@
+//! Metrics (SPEC 3): the per-route counters that the request path bumps, and
+//! the registry that `GET /metrics` encodes in the Prometheus text format.
+//!
+//! The request path never takes a lock. Each route's [`RouteMetrics`] is
+//! created when its table is built and lives inside that table, so a
+//! request reaches its counters through the snapshot it already holds and
+//! pays a few relaxed atomic increments. prometheus-client's own `Family`
+//! (a map behind a lock) and `Histogram` (a mutex per observation) are not
+//! used for per-request values for that reason; its registry, its text
+//! encoder and its `Collector` trait are, so the exposition follows the
+//! official client exactly. Per-route series are encoded at scrape time from
+//! whatever table is live, so a route that is removed drops out of
+//! `/metrics`, and a route that keeps its name keeps its counters across
+//! reloads (see [`RouteTable::carry_metrics_from`]).
+//!
+//! [`RouteTable::carry_metrics_from`]: crate::table::RouteTable::carry_metrics_from
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::StatusCode;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::ProxyError;
+use crate::table::{Generations, RouteTable, Target};
+
+/// The `route` label of requests that no route matched.
+pub const NO_ROUTE: &str = "_none";
+
+/// The `Content-Type` of `GET /metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of the duration histogram, in microseconds: 1 ms to 10 s in
+/// roughly 2.5x steps, which covers a sidecar hop (sub-millisecond, in the
+/// first bucket) up to the default 30 s route timeout's useful range; the
+/// implicit `+Inf` bucket catches the rest.
+const DURATION_BUCKETS_US: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// Status codes 100 to 599 each get their own counter; anything else (HTTP
+/// allows up to 999) is counted once, as `code="other"`. This bounds the
+/// label's cardinality and lets the request path index an array instead of
+/// creating a labelled series under a lock.
+const FIRST_CODE: u16 = 100;
+const LAST_CODE: u16 = 599;
+const CODE_SLOTS: usize = (LAST_CODE - FIRST_CODE + 1) as usize + 1;
+const OTHER_CODE_SLOT: usize = CODE_SLOTS - 1;
+
+/// Why an upstream exchange failed: the `kind` label of
+/// `switchyard_upstream_errors_total`. A closed set, so the label is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Unavailable,
+    Timeout,
+    InvalidResponse,
+    /// The response body broke off after the headers had been sent.
+    BodyAborted,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Unavailable,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::InvalidResponse,
+        UpstreamErrorKind::BodyAborted,
+    ];
+
+    /// The label value; the first three are the JSON `error` of the response.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Unavailable => "upstream_unavailable",
+            UpstreamErrorKind::Timeout => "upstream_timeout",
+            UpstreamErrorKind::InvalidResponse => "upstream_invalid_response",
+            UpstreamErrorKind::BodyAborted => "upstream_body_aborted",
+        }
+    }
+
+    /// The upstream fault behind a proxy error, if it was one.
+    pub fn of(error: &ProxyError) -> Option<Self> {
+        match error {
+            ProxyError::UpstreamUnavailable { .. } => Some(UpstreamErrorKind::Unavailable),
+            ProxyError::UpstreamTimeout { .. } => Some(UpstreamErrorKind::Timeout),
+            ProxyError::InvalidUpstreamResponse { .. } => Some(UpstreamErrorKind::InvalidResponse),
+            ProxyError::NoRoute { .. }
+            | ProxyError::BadTarget(_)
+            | ProxyError::AmbiguousFraming => None,
+        }
+    }
+}
+
+/// A histogram made of atomics. The `+Inf` count is the sum of the bucket
+/// counts when encoded, so a scrape never shows a count that disagrees with
+/// its buckets.
+#[derive(Debug)]
+struct DurationHistogram {
+    /// Non-cumulative: `buckets[i]` counts observations in
+    /// `(bound[i-1], bound[i]]`; the last slot is above every bound.
+    buckets: [AtomicU64; DURATION_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl DurationHistogram {
+    fn new() -> Self {
+        DurationHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let slot = DURATION_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, per-bucket counts with upper bounds in
+    /// seconds). The encoder makes the buckets cumulative.
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut count = 0;
+        let mut buckets = Vec::with_capacity(self.buckets.len());
+        for (slot, observed) in self.buckets.iter().enumerate() {
+            let observed = observed.load(Ordering::Relaxed);
+            count += observed;
+            let bound = DURATION_BUCKETS_US
+                .get(slot)
+                .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+            buckets.push((bound, observed));
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        (sum, count, buckets)
+    }
+}
+
+/// One route's counters (or those of requests with no route). Created only
+/// when a table is built; the request path reaches it through its snapshot.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    codes: Box<[AtomicU64]>,
+    duration: DurationHistogram,
+    upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
+}
+
+impl Default for RouteMetrics {
+    fn default() -> Self {
+        RouteMetrics {
+            codes: (0..CODE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            duration: DurationHistogram::new(),
+            upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl RouteMetrics {
+    /// Counts a finished request: its status and how long it took.
+    pub fn record(&self, status: StatusCode, elapsed: Duration) {
+        self.codes[code_slot(status.as_u16())].fetch_add(1, Ordering::Relaxed);
+        self.duration.observe(elapsed);
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests counted so far, by status code label, codes never seen left out.
+    pub fn codes(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.codes.iter().enumerate().filter_map(|(slot, count)| {
+            let count = count.load(Ordering::Relaxed);
+            (count > 0).then(|| (code_label(slot), count))
+        })
+    }
+
+    pub fn upstream_errors(&self) -> impl Iterator<Item = (UpstreamErrorKind, u64)> + '_ {
+        UpstreamErrorKind::ALL.iter().map(|&kind| {
+            (
+                kind,
+                self.upstream_errors[kind as usize].load(Ordering::Relaxed),
+            )
+        })
+    }
+}
+
+fn code_slot(code: u16) -> usize {
+    if (FIRST_CODE..=LAST_CODE).contains(&code) {
+        usize::from(code - FIRST_CODE)
+    } else {
+        OTHER_CODE_SLOT
+    }
+}
+
+fn code_label(slot: usize) -> String {
+    if slot == OTHER_CODE_SLOT {
+        "other".to_owned()
+    } else {
+        (slot + usize::from(FIRST_CODE)).to_string()
+    }
+}
+
+type ResultLabel = [(&'static str, &'static str); 1];
+
+/// The process's metrics: the registry `/metrics` encodes, and the reload
+/// counters. Everything per route is read from the live table at scrape time.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reloads_ok: Counter,
+    reloads_error: Counter,
+}
+
+impl Metrics {
+    pub fn new(live: Arc<ArcSwap<RouteTable>>, generations: Generations) -> Self {
+        let mut registry = Registry::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        // Both results exist from the start at 0, so `increase()` and alerts
+        // on errors work before the first failure. Created here, never on a
+        // request path.
+        let reloads_ok = reloads.get_or_create(&[("result", "ok")]).clone();
+        let reloads_error = reloads.get_or_create(&[("result", "error")]).clone();
+        registry.register(
+            "switchyard_config_reloads",
+            "Reload attempts that put a new table live (ok) or were rejected (error)",
+            reloads,
+        );
+        registry.register_collector(Box::new(LiveCollector { live, generations }));
+        Metrics {
+            registry,
+            reloads_ok,
+            reloads_error,
+        }
+    }
+
+    pub fn reload_ok(&self) {
+        self.reloads_ok.inc();
+    }
+
+    pub fn reload_error(&self) {
+        self.reloads_error.inc();
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Encodes everything that belongs to the live table at scrape time.
+#[derive(Debug)]
+struct LiveCollector {
+    live: Arc<ArcSwap<RouteTable>>,
+    generations: Generations,
+}
+
+impl Collector for LiveCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let table = self.live.load_full();
+        let routes = || {
+            table
+                .routes()
+                .iter()
+                .map(|route| (route.name(), &*route.metrics, Some(&route.target)))
+                .chain(std::iter::once((NO_ROUTE, &*table.unrouted, None)))
+        };
+
+        let gauges: [(&str, &str, u64); 3] = [
+            (
+                "switchyard_config_version",
+                "Version of the live route table; grows by one per table put live",
+                table.meta.version,
+            ),
+            (
+                "switchyard_routes",
+                "Routes in the live table",
+                table.routes().len() as u64,
+            ),
+            (
+                "switchyard_config_generations_live",
+                "Route tables still alive: the live one plus old ones held by in-flight requests",
+                self.generations.live() as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)?;
+        }
+
+        let mut requests = encoder.encode_descriptor(
+            "switchyard_requests",
+            "Requests answered, by route and status code",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, metrics, _) in routes() {
+            for (code, count) in metrics.codes() {
+                let labels = [("route", route), ("code", code.as_str())];
+                requests
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+
+        let mut durations = encoder.encode_descriptor(
+            "switchyard_request_duration",
+            "Time from receiving a request to the end of its response body",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (route, metrics, _) in routes() {
+            let (sum, count, buckets) = metrics.duration.snapshot();
+            durations
+                .encode_family(&[("route", route)])?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+
+        let mut errors = encoder.encode_descriptor(
+            "switchyard_upstream_errors",
+            "Upstream exchanges that failed, by route and kind",
+            None,
+            MetricType::Counter,
+        )?;
+        // Every kind of every upstream route is shown, zeros included, so a
+        // rate over it exists before the first error.
+        for (route, metrics, target) in routes() {
+            if !matches!(target, Some(Target::Upstreams(_))) {
+                continue;
+            }
+            for (kind, count) in metrics.upstream_errors() {
+                let labels = [("route", route), ("kind", kind.label())];
+                errors
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_code_has_a_bounded_slot() {
+        assert_eq!(code_label(code_slot(100)), "100");
+        assert_eq!(code_label(code_slot(404)), "404");
+        assert_eq!(code_label(code_slot(599)), "599");
+        assert_eq!(code_label(code_slot(600)), "other");
+        assert_eq!(code_label(code_slot(999)), "other");
+    }
+
+    #[test]
+    fn histogram_bounds_are_inclusive() {
+        let histogram = DurationHistogram::new();
+        histogram.observe(Duration::from_micros(1_000));
+        histogram.observe(Duration::from_micros(1_001));
+        histogram.observe(Duration::from_secs(60));
+        let (sum, count, buckets) = histogram.snapshot();
+        assert_eq!(count, 3);
+        assert_eq!(
+            buckets[0],
+            (0.001, 1),
+            "the bound itself is inside its bucket"
+        );
+        assert_eq!(buckets[1], (0.0025, 1));
+        assert_eq!(buckets[buckets.len() - 2].1, 0);
+        assert_eq!(buckets[buckets.len() - 1], (f64::INFINITY, 1));
+        assert!((sum - 60.002001).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,141 @@
+//! The admin dashboard in a real headless browser: the page renders the live
+//! routes from the admin API, and shows a new route and version after the
+//! route file is edited.
+//!
+//! Needs Debian's `chromium`. Without it the test is skipped with a printed
+//! reason, except under `CI=true`, where a missing browser is a failure.
+
+mod observe_support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use observe_support::{eventually, TestRouter};
+
+/// A hung browser fails the test instead of hanging it.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Virtual time the page gets before its DOM is dumped: enough for the
+/// first fetch round and a couple of 2 s refreshes, which is how the page
+/// gets its first rates. Virtual time only runs while nothing is loading.
+const VIRTUAL_TIME_BUDGET_MS: u32 = 5_000;
+
+fn find_chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Loads `url` headless and returns the DOM after its scripts have run.
+async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("a temporary profile directory");
+    let mut user_data_dir = std::ffi::OsString::from("--user-data-dir=");
+    user_data_dir.push(profile.path());
+    let output = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(user_data_dir)
+        .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(BROWSER_DEADLINE, output)
+        .await
+        .expect("chromium finished within its deadline")
+        .expect("chromium runs");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+const ROUTES: &str = r#"
+routes:
+  hello:
+    prefix: /hello
+    respond: { body: "hello\n" }
+  broken:
+    prefix: /broken
+    respond: { status: 503 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_live_routes_and_follows_reloads() {
+    let Some(chromium) = find_chromium() else {
+        let reason = "chromium not found (apt-get install -y chromium, or set CHROMIUM)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true requires a browser: {reason}"
+        );
+        eprintln!("skipping dashboard_shows_live_routes_and_follows_reloads: {reason}");
+        return;
+    };
+    let router = TestRouter::with_yaml(ROUTES).start().await;
+    for path in ["/hello", "/hello", "/broken", "/nowhere"] {
+        router.get(path).await;
+    }
+
+    let dom = dump_dom(&chromium, &router.admin_url("/")).await;
+    assert!(
+        dom.contains(r#"data-version="1""#),
+        "version 1 not shown:\n{dom}"
+    );
+    for route in ["hello", "broken", "_none"] {
+        assert!(
+            dom.contains(&format!(r#"data-route="{route}""#)),
+            "route {route} missing:\n{dom}"
+        );
+    }
+    assert!(dom.contains("no reloads yet"), "{dom}");
+    assert!(
+        dom.contains(r#"<span id="status" class="muted">updated"#),
+        "the page did not finish a refresh:\n{dom}"
+    );
+
+    // The watcher picks up the edit; no admin call needed.
+    router.write_routes(&format!(
+        "{ROUTES}  added:\n    prefix: /added\n    upstream: http://127.0.0.1:9\n"
+    ));
+    eventually("version 2 live", || async {
+        (router.admin_json("/healthz").await["config"]["version"] == 2).then_some(())
+    })
+    .await;
+
+    let dom = dump_dom(&chromium, &router.admin_url("/")).await;
+    assert!(
+        dom.contains(r#"data-version="2""#),
+        "version 2 not shown:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-route="added""#),
+        "new route missing:\n{dom}"
+    );
+    assert!(
+        dom.contains("http://127.0.0.1:9/"),
+        "new route's target missing:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-result="ok""#),
+        "reload history missing:\n{dom}"
+    );
+    assert!(dom.contains("added added"), "reload diff missing:\n{dom}");
+}

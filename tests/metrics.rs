@@ -1,0 +1,240 @@
+//! `GET /metrics` after real traffic: per-route and per-code counts, the
+//! `_none` route, upstream error kinds, reload counters, and the count of
+//! live route tables going back down once an old table's last request ends.
+
+mod observe_support;
+
+use observe_support::{closed_port, eventually, Metrics, TestRouter, Upstream};
+
+fn routes_yaml(upstream: &str, dead: u16) -> String {
+    format!(
+        r#"
+routes:
+  hello:
+    prefix: /hello
+    respond: {{ status: 200, body: "hello\n" }}
+  teapot:
+    prefix: /teapot
+    respond: {{ status: 418 }}
+  echo:
+    prefix: /echo
+    upstream: {upstream}
+  dead:
+    prefix: /dead
+    upstream: http://127.0.0.1:{dead}
+"#
+    )
+}
+
+/// Scrapes until `check` holds: counts are recorded when a response body
+/// ends on the server, which can be just after the client has read it.
+async fn metrics_where(
+    router: &TestRouter,
+    what: &str,
+    check: impl Fn(&Metrics) -> bool,
+) -> Metrics {
+    eventually(what, || async {
+        let metrics = router.metrics().await;
+        check(&metrics).then_some(metrics)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_route_and_code() {
+    let upstream = Upstream::start().await;
+    let dead = closed_port().await;
+    let router = TestRouter::with_yaml(&routes_yaml(&upstream.url(), dead))
+        .start()
+        .await;
+
+    for _ in 0..3 {
+        assert_eq!(router.get("/hello").await.status(), 200);
+    }
+    assert_eq!(router.get("/teapot").await.status(), 418);
+    for _ in 0..2 {
+        assert_eq!(router.get("/echo/x").await.status(), 200);
+    }
+    assert_eq!(router.get("/dead").await.status(), 502);
+    for _ in 0..2 {
+        assert_eq!(router.get("/nowhere/at/all").await.status(), 404);
+    }
+
+    let metrics = metrics_where(&router, "all 9 requests counted", |m| {
+        m.get(r#"switchyard_request_duration_seconds_count{route="_none"}"#) == Some(2.0)
+            && m.get(r#"switchyard_request_duration_seconds_count{route="hello"}"#) == Some(3.0)
+            && m.get(r#"switchyard_request_duration_seconds_count{route="echo"}"#) == Some(2.0)
+            && m.get(r#"switchyard_request_duration_seconds_count{route="dead"}"#) == Some(1.0)
+            && m.get(r#"switchyard_request_duration_seconds_count{route="teapot"}"#) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metrics.value(r#"switchyard_requests_total{route="hello",code="200"}"#),
+        3.0
+    );
+    assert_eq!(
+        metrics.value(r#"switchyard_requests_total{route="teapot",code="418"}"#),
+        1.0
+    );
+    assert_eq!(
+        metrics.value(r#"switchyard_requests_total{route="echo",code="200"}"#),
+        2.0
+    );
+    assert_eq!(
+        metrics.value(r#"switchyard_requests_total{route="dead",code="502"}"#),
+        1.0
+    );
+    assert_eq!(
+        metrics.value(r#"switchyard_requests_total{route="_none",code="404"}"#),
+        2.0
+    );
+    assert_eq!(
+        metrics
+            .value(r#"switchyard_upstream_errors_total{route="dead",kind="upstream_unavailable"}"#),
+        1.0
+    );
+    assert_eq!(
+        metrics
+            .value(r#"switchyard_upstream_errors_total{route="echo",kind="upstream_unavailable"}"#),
+        0.0,
+        "every kind of an upstream route is shown, zeros included"
+    );
+    assert_eq!(
+        metrics
+            .get(r#"switchyard_upstream_errors_total{route="hello",kind="upstream_unavailable"}"#),
+        None,
+        "a respond route has no upstream to fail"
+    );
+    assert_eq!(
+        metrics.value(r#"switchyard_request_duration_seconds_bucket{route="hello",le="+Inf"}"#),
+        3.0
+    );
+    assert_eq!(metrics.value("switchyard_config_version"), 1.0);
+    assert_eq!(metrics.value("switchyard_routes"), 4.0);
+    assert_eq!(metrics.value("switchyard_config_generations_live"), 1.0);
+
+    // Labels are route names, codes and kinds only: never a request path.
+    assert!(
+        !metrics.0.contains("nowhere"),
+        "a raw path leaked into a label"
+    );
+    assert!(metrics
+        .0
+        .contains("# TYPE switchyard_requests_total counter"));
+    assert!(metrics
+        .0
+        .contains("# TYPE switchyard_request_duration_seconds histogram"));
+}
+
+#[tokio::test]
+async fn reloads_are_counted_and_counters_survive_them() {
+    let upstream = Upstream::start().await;
+    let dead = closed_port().await;
+    let yaml = routes_yaml(&upstream.url(), dead);
+    let router = TestRouter::with_yaml(&yaml).start().await;
+    assert_eq!(router.get("/hello").await.status(), 200);
+    metrics_where(&router, "the first request counted", |m| {
+        m.get(r#"switchyard_requests_total{route="hello",code="200"}"#) == Some(1.0)
+    })
+    .await;
+    let metrics = router.metrics().await;
+    assert_eq!(
+        metrics.value(r#"switchyard_config_reloads_total{result="ok"}"#),
+        0.0
+    );
+    assert_eq!(
+        metrics.value(r#"switchyard_config_reloads_total{result="error"}"#),
+        0.0
+    );
+
+    router.write_routes("routes:\n  hello:\n    prefx: /hello\n");
+    assert_eq!(router.reload().await, 422);
+    let metrics = router.metrics().await;
+    assert_eq!(
+        metrics.value(r#"switchyard_config_reloads_total{result="error"}"#),
+        1.0
+    );
+    assert_eq!(metrics.value("switchyard_config_version"), 1.0);
+
+    let grown = format!("{yaml}  extra:\n    prefix: /extra\n    respond: {{ status: 204 }}\n");
+    router.write_routes(&grown);
+    assert_eq!(router.reload().await, 200);
+    let metrics = router.metrics().await;
+    assert_eq!(
+        metrics.value(r#"switchyard_config_reloads_total{result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        metrics.value(r#"switchyard_config_reloads_total{result="error"}"#),
+        1.0
+    );
+    assert_eq!(metrics.value("switchyard_config_version"), 2.0);
+    assert_eq!(metrics.value("switchyard_routes"), 5.0);
+    assert_eq!(
+        metrics.value(r#"switchyard_requests_total{route="hello",code="200"}"#),
+        1.0,
+        "a route that keeps its name keeps its counters across a reload"
+    );
+
+    assert_eq!(router.get("/extra").await.status(), 204);
+    assert_eq!(router.get("/hello").await.status(), 200);
+    metrics_where(&router, "requests after the reload counted", |m| {
+        m.get(r#"switchyard_requests_total{route="extra",code="204"}"#) == Some(1.0)
+            && m.get(r#"switchyard_requests_total{route="hello",code="200"}"#) == Some(2.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn generations_live_falls_back_after_the_last_old_request_ends() {
+    let upstream = Upstream::start().await;
+    let dead = closed_port().await;
+    let yaml = format!(
+        "{}  slow:\n    prefix: /slow\n    upstream: {}\n",
+        routes_yaml(&upstream.url(), dead),
+        upstream.url()
+    );
+    let router = TestRouter::with_yaml(&yaml).start().await;
+
+    let in_flight = tokio::spawn({
+        let url = router.url("/slow");
+        async move { observe_support::client().get(url).send().await }
+    });
+    upstream.gate.arrived().await;
+    assert_eq!(
+        router
+            .metrics()
+            .await
+            .value("switchyard_config_generations_live"),
+        1.0
+    );
+
+    // A reload while the request waits: its table (version 1) stays alive.
+    router.write_routes(&format!(
+        "{yaml}  later:\n    prefix: /later\n    respond: {{}}\n"
+    ));
+    assert_eq!(router.reload().await, 200);
+    let metrics = router.metrics().await;
+    assert_eq!(metrics.value("switchyard_config_version"), 2.0);
+    assert_eq!(metrics.value("switchyard_config_generations_live"), 2.0);
+
+    upstream.gate.open();
+    let response = in_flight
+        .await
+        .expect("the request task ran")
+        .expect("the slow request is answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("a body"), "slow answer");
+    metrics_where(&router, "the old table freed", |m| {
+        m.get("switchyard_config_generations_live") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        router
+            .metrics()
+            .await
+            .value(r#"switchyard_requests_total{route="slow",code="200"}"#),
+        1.0,
+        "a request on the old table is counted for the route it kept"
+    );
+}
