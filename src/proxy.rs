@@ -64,13 +64,13 @@ impl ProxyState {
 
 /// A client set up to relay, not to browse: no redirects followed, no
 /// decompression (the crate features are off, and nothing re-enables them),
-/// no proxy taken from the environment, no headers of its own.
+/// no proxy taken from the environment. It adds one header of its own:
+/// `Accept: */*` when the request has none, which reqwest cannot be told
+/// not to do; RFC 9110 12.5.1 gives a missing Accept the same meaning.
 pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        // reqwest's defaults include `Accept: */*`; a proxy adds nothing.
-        .default_headers(http::HeaderMap::new())
         .http1_only()
         .tcp_nodelay(true)
         .connect_timeout(UPSTREAM_CONNECT_TIMEOUT)
