@@ -16,6 +16,7 @@
 //! - [`explain`]: why a request would go where it goes (`/routes/match`).
 //! - [`metrics`]: per-route counters held in the table, `/metrics`.
 //! - [`access`]: one access-log line per request, when its body ends.
+//! - [`log_writer`]: batched log output that never makes a request wait.
 //! - [`run`]: wiring it all together, and the shutdown sequence.
 
 pub mod access;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod explain;
 pub mod headers;
+pub mod log_writer;
 pub mod metrics;
 pub mod path;
 pub mod proxy;

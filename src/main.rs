@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard::config::Source;
+use switchyard::log_writer::{BatchedStderr, FlushGuard};
 use switchyard::table::RouteTable;
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
@@ -251,27 +252,30 @@ async fn shutdown_signal() {
     });
 }
 
-/// Log lines the writer thread may fall behind by before new ones are
-/// dropped: several seconds of access log at tens of thousands of requests
-/// per second, a few tens of MB at worst.
-const LOG_BUFFER_LINES: usize = 128_000;
-
-/// Logs go through a writer thread: a request formats its line and hands it
-/// over without a syscall or the stderr lock (which serialized the worker
-/// threads and cost a third of the throughput), and the thread writes them
-/// in batches. A stuck log reader (a full pipe) then costs lost lines, not a
-/// stalled proxy.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs are written by a background thread in batches (see
+/// `switchyard::log_writer`): a request formats its access line and copies
+/// it into its thread's buffer, with no syscall and no thread wake-up.
+fn init_logging(format: LogFormat) -> Option<FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: escape codes in a file, a
     // pipe or a container log make every line harder to search.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .thread_name("switchyard-log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = match BatchedStderr::start() {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("cannot start the log writer thread ({error}); logging directly to stderr");
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr);
+            match format {
+                LogFormat::Pretty => builder.init(),
+                LogFormat::Json => builder.json().flatten_event(true).init(),
+            }
+            return None;
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -280,5 +284,5 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Some(guard)
 }
