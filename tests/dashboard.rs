@@ -5,16 +5,20 @@
 //! Needs Debian's `chromium`. Without it the test is skipped with a printed
 //! reason, except under `CI=true`, where a missing browser is a failure.
 
-mod observe_support;
+mod support;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use observe_support::{eventually, TestRouter};
+use support::{eventually, TestRouter};
 
 /// A hung browser fails the test instead of hanging it.
 const BROWSER_DEADLINE: Duration = Duration::from_secs(90);
+
+/// How long the watcher may take to make the edited file live: generous for
+/// a loaded CI machine (with a browser running), still short for a failure.
+const LIVE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Virtual time the page gets before its DOM is dumped: enough for the
 /// first fetch round and a couple of 2 s refreshes, which is how the page
@@ -91,7 +95,7 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
     };
     let router = TestRouter::with_yaml(ROUTES).start().await;
     for path in ["/hello", "/hello", "/broken", "/nowhere"] {
-        router.get(path).await;
+        router.get(path).send().await.expect("the proxy answers");
     }
 
     let dom = dump_dom(&chromium, &router.admin_url("/")).await;
@@ -112,11 +116,13 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
     );
 
     // The watcher picks up the edit; no admin call needed.
-    router.write_routes(&format!(
+    router.write_config(&format!(
         "{ROUTES}  added:\n    prefix: /added\n    upstream: http://127.0.0.1:9\n"
     ));
-    eventually("version 2 live", || async {
-        (router.admin_json("/healthz").await["config"]["version"] == 2).then_some(())
+    // Version 2 live.
+    eventually(LIVE_WITHIN, || async {
+        let (_, health) = router.admin_json("/healthz").await;
+        health["config"]["version"] == 2
     })
     .await;
 

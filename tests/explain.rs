@@ -2,10 +2,9 @@
 //! against the proxy itself: every route answers with its own name, so the
 //! explainer's winner can be checked against where a real request goes.
 
-mod observe_support;
+mod support;
 
-use observe_support::TestRouter;
-use serde_json::Value;
+use support::TestRouter;
 
 const ROUTES: &str = r#"
 routes:
@@ -136,12 +135,9 @@ fn match_query(case: &Case) -> String {
 #[tokio::test]
 async fn explainer_follows_precedence_and_agrees_with_the_proxy() {
     let router = TestRouter::with_yaml(ROUTES).start().await;
-    let client = observe_support::client();
     for case in CASES {
-        let response = router.admin_get(&match_query(case)).await;
-        assert_eq!(response.status(), 200, "{}", case.path);
-        let body: Value =
-            serde_json::from_slice(&response.bytes().await.expect("a body")).expect("JSON");
+        let (status, body) = router.admin_json(&match_query(case)).await;
+        assert_eq!(status, 200, "{}", case.path);
         let label = format!(
             "{} {}{} {:?}",
             case.method, case.host, case.path, case.headers
@@ -159,9 +155,7 @@ async fn explainer_follows_precedence_and_agrees_with_the_proxy() {
 
         // The proxy sends the same request to the same route.
         let method = http::Method::from_bytes(case.method.as_bytes()).expect("a method");
-        let mut request = client
-            .request(method, router.url(case.path))
-            .header("host", case.host);
+        let mut request = router.request(method, case.path).header("host", case.host);
         for (name, value) in case.headers {
             request = request.header(*name, *value);
         }
@@ -173,7 +167,7 @@ async fn explainer_follows_precedence_and_agrees_with_the_proxy() {
 #[tokio::test]
 async fn explainer_normalizes_host_and_path_like_the_proxy() {
     let router = TestRouter::with_yaml(ROUTES).start().await;
-    let body = router
+    let (_, body) = router
         .admin_json("/routes/match?host=API.Example.com:8443&path=/a/../users/%252e%252E/users/./7")
         .await;
     assert_eq!(body["route"], "exact");
@@ -189,16 +183,19 @@ async fn explainer_normalizes_host_and_path_like_the_proxy() {
 #[tokio::test]
 async fn explainer_answers_404_when_no_route_matches() {
     let router = TestRouter::with_yaml(ROUTES).start().await;
-    let response = router
-        .admin_get("/routes/match?host=other.org&path=/orders/1")
+    let (status, body) = router
+        .admin_json("/routes/match?host=other.org&path=/orders/1")
         .await;
-    assert_eq!(response.status(), 404);
-    let body: Value =
-        serde_json::from_slice(&response.bytes().await.expect("a body")).expect("JSON");
+    assert_eq!(status, 404);
     assert_eq!(body["error"], "no_route");
     assert_eq!(body["path"], "/orders/1");
     assert_eq!(
-        router.get("/orders/1").await.status(),
+        router
+            .get("/orders/1")
+            .send()
+            .await
+            .expect("the proxy answers")
+            .status(),
         404,
         "nor does the proxy"
     );
@@ -214,10 +211,8 @@ async fn explainer_rejects_questions_it_cannot_answer() {
         "/routes/match?path=users",
         "/routes/match?path=/users&method=GE%20T",
     ] {
-        let response = router.admin_get(query).await;
-        assert_eq!(response.status(), 400, "{query}");
-        let body: Value =
-            serde_json::from_slice(&response.bytes().await.expect("a body")).expect("JSON");
+        let (status, body) = router.admin_json(query).await;
+        assert_eq!(status, 400, "{query}");
         assert_eq!(body["error"], "bad_request", "{query}");
     }
 }

@@ -2,11 +2,18 @@
 //! `_none` route, upstream error kinds, reload counters, and the count of
 //! live route tables going back down once an old table's last request ends.
 
-mod observe_support;
+mod support;
 
-use observe_support::{closed_port, eventually, Metrics, TestRouter, Upstream};
+use std::time::Duration;
 
-fn routes_yaml(upstream: &str, dead: u16) -> String {
+use support::{closed_port_url, eventually, Gate, Metrics, TestRouter, Upstream};
+
+/// How long a count may take to show up: generous for a loaded CI machine,
+/// still short for a real failure.
+const COUNTED_WITHIN: Duration = Duration::from_secs(10);
+
+/// `dead` is the URL of a port that refuses connections.
+fn routes_yaml(upstream: &str, dead: &str) -> String {
     format!(
         r#"
 routes:
@@ -21,19 +28,21 @@ routes:
     upstream: {upstream}
   dead:
     prefix: /dead
-    upstream: http://127.0.0.1:{dead}
+    upstream: {dead}
 "#
     )
 }
 
+/// A GET through the proxy; its status code.
+async fn status_of(router: &TestRouter, path: &str) -> u16 {
+    let response = router.get(path).send().await.expect("the proxy answers");
+    response.status().as_u16()
+}
+
 /// Scrapes until `check` holds: counts are recorded when a response body
 /// ends on the server, which can be just after the client has read it.
-async fn metrics_where(
-    router: &TestRouter,
-    what: &str,
-    check: impl Fn(&Metrics) -> bool,
-) -> Metrics {
-    eventually(what, || async {
+async fn metrics_where(router: &TestRouter, check: impl Fn(&Metrics) -> bool) -> Metrics {
+    eventually(COUNTED_WITHIN, || async {
         let metrics = router.metrics().await;
         check(&metrics).then_some(metrics)
     })
@@ -42,25 +51,26 @@ async fn metrics_where(
 
 #[tokio::test]
 async fn requests_are_counted_by_route_and_code() {
-    let upstream = Upstream::start().await;
-    let dead = closed_port().await;
-    let router = TestRouter::with_yaml(&routes_yaml(&upstream.url(), dead))
+    let upstream = Upstream::echo("echo").start().await;
+    let dead = closed_port_url().await;
+    let router = TestRouter::with_yaml(routes_yaml(&upstream.url(), &dead))
         .start()
         .await;
 
     for _ in 0..3 {
-        assert_eq!(router.get("/hello").await.status(), 200);
+        assert_eq!(status_of(&router, "/hello").await, 200);
     }
-    assert_eq!(router.get("/teapot").await.status(), 418);
+    assert_eq!(status_of(&router, "/teapot").await, 418);
     for _ in 0..2 {
-        assert_eq!(router.get("/echo/x").await.status(), 200);
+        assert_eq!(status_of(&router, "/echo/x").await, 200);
     }
-    assert_eq!(router.get("/dead").await.status(), 502);
+    assert_eq!(status_of(&router, "/dead").await, 502);
     for _ in 0..2 {
-        assert_eq!(router.get("/nowhere/at/all").await.status(), 404);
+        assert_eq!(status_of(&router, "/nowhere/at/all").await, 404);
     }
 
-    let metrics = metrics_where(&router, "all 9 requests counted", |m| {
+    // All 9 requests counted.
+    let metrics = metrics_where(&router, |m| {
         m.get(r#"switchyard_request_duration_seconds_count{route="_none"}"#) == Some(2.0)
             && m.get(r#"switchyard_request_duration_seconds_count{route="hello"}"#) == Some(3.0)
             && m.get(r#"switchyard_request_duration_seconds_count{route="echo"}"#) == Some(2.0)
@@ -128,12 +138,13 @@ async fn requests_are_counted_by_route_and_code() {
 
 #[tokio::test]
 async fn reloads_are_counted_and_counters_survive_them() {
-    let upstream = Upstream::start().await;
-    let dead = closed_port().await;
-    let yaml = routes_yaml(&upstream.url(), dead);
+    let upstream = Upstream::echo("echo").start().await;
+    let dead = closed_port_url().await;
+    let yaml = routes_yaml(&upstream.url(), &dead);
     let router = TestRouter::with_yaml(&yaml).start().await;
-    assert_eq!(router.get("/hello").await.status(), 200);
-    metrics_where(&router, "the first request counted", |m| {
+    assert_eq!(status_of(&router, "/hello").await, 200);
+    // The first request counted.
+    metrics_where(&router, |m| {
         m.get(r#"switchyard_requests_total{route="hello",code="200"}"#) == Some(1.0)
     })
     .await;
@@ -147,18 +158,27 @@ async fn reloads_are_counted_and_counters_survive_them() {
         0.0
     );
 
-    router.write_routes("routes:\n  hello:\n    prefx: /hello\n");
-    assert_eq!(router.reload().await, 422);
+    // The watcher rejects the bad file on its own; wait for that before
+    // asking again, so each attempt is counted once and in order.
+    router.write_config("routes:\n  hello:\n    prefx: /hello\n");
+    metrics_where(&router, |m| {
+        m.get(r#"switchyard_config_reloads_total{result="error"}"#) == Some(1.0)
+    })
+    .await;
+    assert_eq!(router.reload().await.0, 422);
     let metrics = router.metrics().await;
     assert_eq!(
         metrics.value(r#"switchyard_config_reloads_total{result="error"}"#),
-        1.0
+        2.0,
+        "an explicit reload of a bad file is an attempt of its own"
     );
     assert_eq!(metrics.value("switchyard_config_version"), 1.0);
 
     let grown = format!("{yaml}  extra:\n    prefix: /extra\n    respond: {{ status: 204 }}\n");
-    router.write_routes(&grown);
-    assert_eq!(router.reload().await, 200);
+    router.write_config(&grown);
+    metrics_where(&router, |m| m.get("switchyard_config_version") == Some(2.0)).await;
+    // The same bytes again change nothing and count as no reload.
+    assert_eq!(router.reload().await.0, 200);
     let metrics = router.metrics().await;
     assert_eq!(
         metrics.value(r#"switchyard_config_reloads_total{result="ok"}"#),
@@ -166,7 +186,7 @@ async fn reloads_are_counted_and_counters_survive_them() {
     );
     assert_eq!(
         metrics.value(r#"switchyard_config_reloads_total{result="error"}"#),
-        1.0
+        2.0
     );
     assert_eq!(metrics.value("switchyard_config_version"), 2.0);
     assert_eq!(metrics.value("switchyard_routes"), 5.0);
@@ -176,9 +196,10 @@ async fn reloads_are_counted_and_counters_survive_them() {
         "a route that keeps its name keeps its counters across a reload"
     );
 
-    assert_eq!(router.get("/extra").await.status(), 204);
-    assert_eq!(router.get("/hello").await.status(), 200);
-    metrics_where(&router, "requests after the reload counted", |m| {
+    assert_eq!(status_of(&router, "/extra").await, 204);
+    assert_eq!(status_of(&router, "/hello").await, 200);
+    // Requests after the reload counted.
+    metrics_where(&router, |m| {
         m.get(r#"switchyard_requests_total{route="extra",code="204"}"#) == Some(1.0)
             && m.get(r#"switchyard_requests_total{route="hello",code="200"}"#) == Some(2.0)
     })
@@ -187,20 +208,19 @@ async fn reloads_are_counted_and_counters_survive_them() {
 
 #[tokio::test]
 async fn generations_live_falls_back_after_the_last_old_request_ends() {
-    let upstream = Upstream::start().await;
-    let dead = closed_port().await;
+    let upstream = Upstream::echo("echo").start().await;
+    let gate = Gate::new();
+    let slow = Upstream::gated(&gate, "slow answer").start().await;
+    let dead = closed_port_url().await;
     let yaml = format!(
         "{}  slow:\n    prefix: /slow\n    upstream: {}\n",
-        routes_yaml(&upstream.url(), dead),
-        upstream.url()
+        routes_yaml(&upstream.url(), &dead),
+        slow.url()
     );
     let router = TestRouter::with_yaml(&yaml).start().await;
 
-    let in_flight = tokio::spawn({
-        let url = router.url("/slow");
-        async move { observe_support::client().get(url).send().await }
-    });
-    upstream.gate.arrived().await;
+    let in_flight = tokio::spawn(router.get("/slow").send());
+    gate.arrived().await;
     assert_eq!(
         router
             .metrics()
@@ -210,22 +230,23 @@ async fn generations_live_falls_back_after_the_last_old_request_ends() {
     );
 
     // A reload while the request waits: its table (version 1) stays alive.
-    router.write_routes(&format!(
+    router.write_config(&format!(
         "{yaml}  later:\n    prefix: /later\n    respond: {{}}\n"
     ));
-    assert_eq!(router.reload().await, 200);
+    assert_eq!(router.reload().await.0, 200);
     let metrics = router.metrics().await;
     assert_eq!(metrics.value("switchyard_config_version"), 2.0);
     assert_eq!(metrics.value("switchyard_config_generations_live"), 2.0);
 
-    upstream.gate.open();
+    gate.open();
     let response = in_flight
         .await
         .expect("the request task ran")
         .expect("the slow request is answered");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.expect("a body"), "slow answer");
-    metrics_where(&router, "the old table freed", |m| {
+    // The old table freed.
+    metrics_where(&router, |m| {
         m.get("switchyard_config_generations_live") == Some(1.0)
     })
     .await;

@@ -1,6 +1,6 @@
 //! Fixtures for the integration tests: real upstream servers and a real
-//! router, each on `127.0.0.1:0`, plus an HTTP client, a raw-socket client
-//! and a polling helper.
+//! router, each on `127.0.0.1:0`, plus an HTTP client, a raw-socket client,
+//! a polling helper and a `/metrics` reader.
 //!
 //! ```ignore
 //! let users = Upstream::echo("users").start().await;
@@ -14,6 +14,7 @@
 //! part of it, so unused helpers and re-exports are expected here.
 #![allow(dead_code, unused_imports)]
 
+mod metrics;
 mod process;
 mod router;
 mod upstream;
@@ -22,9 +23,12 @@ mod wire;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use self::metrics::Metrics;
 pub use self::process::{run_switchyard, switchyard_command, RouteFile, SwitchyardProcess};
 pub use self::router::{TestRouter, TestRouterBuilder};
-pub use self::upstream::{closed_port_url, read_request_head, Echoed, Upstream, UpstreamSpec};
+pub use self::upstream::{
+    closed_port_url, read_request_head, Echoed, Gate, Upstream, UpstreamSpec,
+};
 pub use self::wire::{client, json_of, send_raw, streamed_body, RawResponse};
 
 /// How often [`eventually`] probes: short against the 1 s reload deadline,

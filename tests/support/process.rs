@@ -91,8 +91,7 @@ pub async fn run_switchyard(args: &[&str]) -> Output {
         .expect("wait for switchyard")
 }
 
-/// A `switchyard run` process serving on `127.0.0.1:0`, logging JSON.
-/// Killed on drop.
+/// A running `switchyard` process serving on `127.0.0.1:0`. Killed on drop.
 pub struct SwitchyardProcess {
     child: Child,
     proxy: SocketAddr,
@@ -102,9 +101,9 @@ pub struct SwitchyardProcess {
 }
 
 impl SwitchyardProcess {
-    /// Starts `switchyard run` on a route file holding `yaml`, plus `extra`
-    /// arguments (such as `--shutdown-delay`), and returns once it has logged
-    /// the addresses it listens on.
+    /// Starts `switchyard run` on a route file holding `yaml`, logging JSON
+    /// at `info`, plus `extra` arguments (such as `--shutdown-delay`), and
+    /// returns once it has logged the addresses it listens on.
     pub async fn run_with_yaml(yaml: &str, extra: &[&str]) -> SwitchyardProcess {
         SwitchyardProcess::run_with_yaml_and_env(yaml, extra, &[]).await
     }
@@ -116,15 +115,34 @@ impl SwitchyardProcess {
         env: &[(&str, &str)],
     ) -> SwitchyardProcess {
         let route_file = RouteFile::with_yaml(yaml);
-        let mut child = switchyard_command()
+        let mut command = switchyard_command();
+        command
             .args(["run", "--config", route_file.path_str()])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(extra)
             .env("SWITCHYARD_LOG", "info")
-            .envs(env.iter().copied())
-            .spawn()
-            .expect("start the switchyard binary");
+            .envs(env.iter().copied());
+        SwitchyardProcess::spawn(command, route_file).await
+    }
+
+    /// Starts `switchyard --config FILE --listen 127.0.0.1:0 --admin
+    /// 127.0.0.1:0 EXTRA` as an operator would type it: no subcommand, and
+    /// neither a log format nor a log level unless `extra` picks one, so the
+    /// binary's defaults (pretty lines at `info`) are what runs. Returns once
+    /// it has logged the addresses it listens on.
+    pub async fn start_with_defaults(yaml: &str, extra: &[&str]) -> SwitchyardProcess {
+        let route_file = RouteFile::with_yaml(yaml);
+        let mut command = switchyard_command();
+        command
+            .args(["--config", route_file.path_str()])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(extra);
+        SwitchyardProcess::spawn(command, route_file).await
+    }
+
+    async fn spawn(mut command: Command, route_file: RouteFile) -> SwitchyardProcess {
+        let mut child = command.spawn().expect("start the switchyard binary");
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (proxy, admin) =
@@ -157,7 +175,8 @@ impl SwitchyardProcess {
         &self.route_file
     }
 
-    /// Log lines (JSON) so far.
+    /// Log lines so far, in arrival order (JSON unless started with the
+    /// default pretty format).
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }
@@ -188,19 +207,9 @@ async fn listening(stderr: ChildStderr, logs: Arc<Mutex<Vec<String>>>) -> (Socke
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         logs.lock().unwrap().push(line.clone());
-        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+        let Some(found) = listening_addresses(&line) else {
             continue;
         };
-        if entry["message"] != "switchyard listening" {
-            continue;
-        }
-        let addr = |field: &str| -> SocketAddr {
-            entry[field]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no `{field}` address in {line}"))
-        };
-        let found = (addr("proxy"), addr("admin"));
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 logs.lock().unwrap().push(line);
@@ -212,4 +221,31 @@ async fn listening(stderr: ChildStderr, logs: Arc<Mutex<Vec<String>>>) -> (Socke
         "switchyard exited before listening; logs: {:?}",
         logs.lock().unwrap()
     );
+}
+
+/// The proxy and admin addresses of the start-up line, in JSON
+/// (`"proxy":"ADDR"`) or pretty (`proxy=ADDR`) format; `None` for any other
+/// line.
+fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let (proxy, admin) = match serde_json::from_str::<Value>(line) {
+        Ok(entry) if entry["message"] == "switchyard listening" => (
+            entry["proxy"].as_str().map(str::to_owned),
+            entry["admin"].as_str().map(str::to_owned),
+        ),
+        Err(_) if line.contains("switchyard listening") => {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            (field("proxy"), field("admin"))
+        }
+        _ => return None,
+    };
+    let addr = |name: &str, value: Option<String>| -> SocketAddr {
+        value
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` address in {line}"))
+    };
+    Some((addr("proxy", proxy), addr("admin", admin)))
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
@@ -111,6 +112,21 @@ impl Upstream {
         })
     }
 
+    /// Holds every request until the test calls [`Gate::open`] (one request
+    /// per call), then answers `200` with `body` and `x-upstream: gated`;
+    /// [`Gate::arrived`] says when a request is being held.
+    pub fn gated(gate: &Arc<Gate>, body: &'static str) -> UpstreamSpec {
+        let gate = Arc::clone(gate);
+        UpstreamSpec::http(axum::Router::new().fallback(move || {
+            let gate = Arc::clone(&gate);
+            async move {
+                gate.arrived.notify_one();
+                gate.release.notified().await;
+                ([(UPSTREAM_HEADER, "gated")], body)
+            }
+        }))
+    }
+
     /// Hands each accepted connection to `handler`, for upstreams that must
     /// misbehave below HTTP (invalid responses, bodies cut short).
     pub fn tcp<F, Fut>(handler: F) -> UpstreamSpec
@@ -141,6 +157,31 @@ impl Upstream {
     /// HTTP requests received so far (always 0 for [`Upstream::tcp`]).
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Holds the requests of an [`Upstream::gated`] until opened, and says when
+/// one has arrived.
+#[derive(Default)]
+pub struct Gate {
+    arrived: Notify,
+    release: Notify,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        Arc::default()
+    }
+
+    /// Returns once a request has arrived (at once if one already has and
+    /// was not yet waited for).
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Lets one held request (or the next to arrive) be answered.
+    pub fn open(&self) {
+        self.release.notify_one();
     }
 }
 
