@@ -170,16 +170,14 @@ impl Node {
 
     /// Visits the routes along `path`, deepest prefix first. Recursion depth
     /// is bounded by the longest configured prefix, not by the request.
-    fn visit(
+    fn visit<'p>(
         &self,
-        path: &[&str],
+        mut path: impl Iterator<Item = &'p str>,
         depth: usize,
         f: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        if let Some((first, rest)) = path.split_first() {
-            if let Some(child) = self.children.get(*first) {
-                child.visit(rest, depth + 1, f)?;
-            }
+        if let Some(child) = path.next().and_then(|segment| self.children.get(segment)) {
+            child.visit(path, depth + 1, f)?;
         }
         for &route in &self.routes {
             f(route, depth)?;
@@ -328,11 +326,12 @@ impl RouteTable {
         request: &RequestFacts<'_>,
         mut f: impl FnMut(Candidate<'t>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        // Path segments after the leading "/"; "/a/b/" gives ["a", "b", ""],
-        // and the empty segment simply matches no child.
-        let path: Vec<&str> = request.path.split('/').skip(1).collect();
+        // Path segments after the leading "/"; "/a/b/" gives "a", "b", "",
+        // and the empty segment simply matches no child. Split lazily, so a
+        // lookup allocates nothing and reads no further than the trie goes.
+        let path = || request.path.split('/').skip(1);
         let mut visit_trie = |trie: &'t Node, host: HostClass| {
-            trie.visit(&path, 0, &mut |index, depth| {
+            trie.visit(path(), 0, &mut |index, depth| {
                 let route = &self.routes[index];
                 if route.accepts(request) {
                     f(Candidate {
