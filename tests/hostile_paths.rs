@@ -84,7 +84,10 @@ async fn every_spelling_of_admin_hits_the_deny_route() {
     ] {
         let answer = get_raw(&router, target).await;
         assert_eq!(
-            (answer.status, String::from_utf8_lossy(&answer.body).as_ref()),
+            (
+                answer.status,
+                String::from_utf8_lossy(&answer.body).as_ref()
+            ),
             (403, DENIED),
             "{target} was not denied"
         );
