@@ -220,8 +220,18 @@ async fn serve(router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<
         .context("cannot build the upstream HTTP client")
 }
 
+/// The exit status after a second SIGTERM or SIGINT cut the drain short:
+/// 128 plus the signal's number, what a shell reports for a process that
+/// signal killed (143 for SIGTERM, 130 for SIGINT). It tells a supervisor
+/// that the process was stopped, not that it finished draining (0) or failed
+/// to start (1).
+const EXIT_SIGNALLED: i32 = 128;
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
 /// Completes at the first SIGTERM or SIGINT; a second one ends the process
-/// at once, for an operator who does not want to wait for the drain.
+/// at once with [`EXIT_SIGNALLED`] plus its number, for an operator who does
+/// not want to wait for the drain.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -236,12 +246,12 @@ async fn shutdown_signal() {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::warn!("second signal received; exiting without draining");
-        std::process::exit(1);
+        let signal = tokio::select! {
+            _ = term.recv() => SIGTERM,
+            _ = int.recv() => SIGINT,
+        };
+        tracing::warn!(signal, "second signal received; exiting without draining");
+        std::process::exit(EXIT_SIGNALLED + signal);
     });
 }
 
