@@ -157,7 +157,11 @@ async fn new_requests_are_served_during_the_shutdown_delay_then_refused() {
     // Long against the few milliseconds a loopback request takes, so the
     // request below lands inside the delay even on a loaded machine.
     let mut router = router_for(&held, &["--shutdown-delay", "3s"]).await;
-    assert_eq!(readyz(&router).await, Some(StatusCode::OK));
+    // The process logs its addresses just before it turns ready.
+    eventually(Duration::from_secs(5), || async {
+        readyz(&router).await == Some(StatusCode::OK)
+    })
+    .await;
 
     let signalled = Instant::now();
     router.signal("TERM").await;
@@ -284,4 +288,18 @@ async fn idle_connections_do_not_hold_the_drain_open() {
     );
     let h2_end = tokio::time::timeout(Duration::from_secs(5), h2_closed).await;
     assert!(h2_end.is_ok(), "the HTTP/2 connection is still open");
+}
+
+#[tokio::test]
+async fn sigterm_as_soon_as_the_router_listens_still_exits_0() {
+    for _ in 0..5 {
+        let held = held_upstream().await;
+        let mut router = router_for(&held, &[]).await;
+
+        // No request first: the signal follows the start-up log line at
+        // once, so the handlers must already be installed by then.
+        router.signal("TERM").await;
+
+        assert_eq!(router.exit_status().await.code(), Some(0));
+    }
 }
