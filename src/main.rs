@@ -205,6 +205,9 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn serve(router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<()> {
+    // Installed before the listeners exist: a SIGTERM that arrives as soon
+    // as the router is reachable must drain, not kill the process.
+    let shutdown = shutdown_signal();
     let proxy_listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -222,34 +225,48 @@ async fn serve(router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<
     );
     drop(table);
     router
-        .serve(proxy_listener, admin_listener, shutdown_signal())
+        .serve(proxy_listener, admin_listener, shutdown)
         .await
         .context("cannot build the upstream HTTP client")
 }
 
-/// Completes at the first SIGTERM or SIGINT; a second one ends the process
-/// at once, for an operator who does not want to wait for the drain.
-async fn shutdown_signal() {
+/// The exit status after a second SIGTERM or SIGINT cut the drain short:
+/// 128 plus the signal's number, what a shell reports for a process that
+/// signal killed (143 for SIGTERM, 130 for SIGINT). It tells a supervisor
+/// that the process was stopped, not that it finished draining (0) or failed
+/// to start (1).
+const EXIT_SIGNALLED: i32 = 128;
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that
+/// completes at the first of them; a second one ends the process at once
+/// with [`EXIT_SIGNALLED`] plus its number, for an operator who does not
+/// want to wait for the drain.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    tokio::spawn(async move {
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = signals else {
+            tracing::error!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
+            return std::future::pending().await;
+        };
         tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        tracing::warn!("second signal received; exiting without draining");
-        std::process::exit(1);
-    });
+        tokio::spawn(async move {
+            let signal = tokio::select! {
+                _ = term.recv() => SIGTERM,
+                _ = int.recv() => SIGINT,
+            };
+            tracing::warn!(signal, "second signal received; exiting without draining");
+            std::process::exit(EXIT_SIGNALLED + signal);
+        });
+    }
 }
 
 /// Logs are written by a background thread in batches (see

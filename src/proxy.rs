@@ -121,8 +121,10 @@ async fn route_request(
     let headers = request.headers();
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
         // Two framings: the next hop may pick the other one and read the
-        // rest of the body as a second request (smuggling). hyper has
-        // already marked the connection to close after this answer.
+        // rest of the body as a second request (smuggling). hyper 1.x gets
+        // here first: Transfer-Encoding wins, Content-Length is dropped in
+        // either order and the connection closes after the answer (RFC 9112
+        // 6.3; tests/limits.rs). This guards against a hyper that stops.
         return Err(ProxyError::AmbiguousFraming);
     }
     let path =

@@ -9,6 +9,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -18,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
@@ -46,6 +49,9 @@ pub async fn serve(
 ) {
     let builder = connection_builder();
     let graceful = GracefulShutdown::new();
+    // Owns every connection task, so the ones still open when the drain
+    // deadline passes can be cut instead of outliving `serve`.
+    let mut connections = JoinSet::new();
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -57,24 +63,42 @@ pub async fn serve(
                     continue;
                 }
             },
+            // Reap finished connections so the set only holds open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             () = &mut stop => break,
         };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let service = hyper::service::service_fn(with_peer(app.clone(), peer));
+        let first_request = FirstRequest::default();
+        let service =
+            hyper::service::service_fn(with_peer(app.clone(), peer, first_request.clone()));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            // hyper's header timeout only starts once the auto builder has
+            // chosen HTTP/1; until then (no bytes yet, or a partial HTTP/2
+            // preface) nothing bounds the wait, so the first request gets
+            // the same deadline here.
+            let result = match tokio::time::timeout(HEADER_READ_TIMEOUT, connection.as_mut()).await
+            {
+                Ok(result) => result,
+                Err(_) if !first_request.arrived() => {
+                    tracing::debug!(%peer, "no request within the header timeout; closing");
+                    return;
+                }
+                Err(_) => connection.await,
+            };
+            if let Err(error) = result {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    let open = graceful.count();
+    let open = connections.len();
     if tokio::time::timeout(drain_timeout, graceful.shutdown())
         .await
         .is_err()
@@ -85,15 +109,36 @@ pub async fn serve(
             "drain deadline passed; closing the remaining connections"
         );
     }
+    // Within the deadline every task has finished or is finishing; past it,
+    // this aborts the connections still open, closing their sockets.
+    connections.shutdown().await;
+}
+
+/// Set once a connection has delivered a complete request head to the
+/// service; shared by the connection's service and its deadline.
+#[derive(Clone, Default)]
+struct FirstRequest(Arc<AtomicBool>);
+
+impl FirstRequest {
+    fn mark(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn arrived(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Adapts the router to hyper, giving each request the client's address the
-/// way `axum::serve` would (`ConnectInfo`).
+/// way `axum::serve` would (`ConnectInfo`), and noting that the connection
+/// has sent a request.
 fn with_peer(
     app: Router,
     peer: SocketAddr,
+    first_request: FirstRequest,
 ) -> impl Fn(http::Request<Incoming>) -> Oneshot<Router, http::Request<axum::body::Body>> + Clone {
     move |mut request: http::Request<Incoming>| {
+        first_request.mark();
         request.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(request.map(axum::body::Body::new))
     }

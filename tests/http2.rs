@@ -1,0 +1,201 @@
+//! Cleartext HTTP/2 inbound (SPEC 4.8): a prior-knowledge h2 client on the
+//! same port as HTTP/1.1 clients, routed by `:authority`, forwarded to
+//! HTTP/1.1 upstreams with that authority as `Host`, bodies streaming both
+//! ways.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{Echoed, TestRouter, Upstream};
+use tokio::net::TcpStream;
+
+/// Big enough to take many h2 DATA frames and flow-control windows (64 KiB
+/// initial), small enough for a debug build.
+const BODY: u64 = 8 * 1024 * 1024;
+const CHUNK: usize = 32 * 1024;
+
+/// An h2 exchange that takes longer than this on loopback is stuck.
+const EXCHANGE_DEADLINE: Duration = Duration::from_secs(30);
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// Opens an HTTP/2 connection with prior knowledge: the connection preface
+/// goes out first, with no HTTP/1.1 `Upgrade: h2c` dance.
+async fn h2_connect(addr: SocketAddr) -> SendRequest<Body> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("the router speaks h2 with prior knowledge");
+    tokio::spawn(connection);
+    send
+}
+
+async fn h2_send(send: &mut SendRequest<Body>, request: Request<Body>) -> Response<Incoming> {
+    let response = tokio::time::timeout(EXCHANGE_DEADLINE, send.send_request(request))
+        .await
+        .expect("an answer in time")
+        .expect("an h2 answer");
+    assert_eq!(response.version(), Version::HTTP_2);
+    response
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::builder()
+        .uri(uri)
+        .body(Empty::new().boxed())
+        .expect("a valid request")
+}
+
+async fn body_bytes(response: Response<Incoming>) -> Bytes {
+    tokio::time::timeout(EXCHANGE_DEADLINE, response.into_body().collect())
+        .await
+        .expect("the body in time")
+        .expect("a complete body")
+        .to_bytes()
+}
+
+/// Two upstreams told apart by host only.
+async fn hosts_behind_router() -> (Upstream, Upstream, TestRouter) {
+    let api = Upstream::echo("api").start().await;
+    let other = Upstream::echo("other").start().await;
+    let router = TestRouter::with_yaml(format!(
+        "routes:
+  api:
+    host: api.example.com
+    upstream: {}
+  other:
+    upstream: {}
+",
+        api.url(),
+        other.url()
+    ))
+    .start()
+    .await;
+    (api, other, router)
+}
+
+#[tokio::test]
+async fn h2_authority_routes_and_becomes_the_upstream_host() {
+    let (_api, _other, router) = hosts_behind_router().await;
+    let mut h2 = h2_connect(router.proxy_addr()).await;
+
+    let routed = h2_send(&mut h2, get("http://API.example.com:8443/users/7?x=1")).await;
+    assert_eq!(routed.status(), StatusCode::OK);
+    assert!(routed.headers().contains_key("x-request-id"));
+    let echoed = Echoed::from_body(&body_bytes(routed).await);
+    let fallback = h2_send(&mut h2, get("http://other.test/users/7")).await;
+    let fallback = Echoed::from_body(&body_bytes(fallback).await);
+
+    assert_eq!(echoed.upstream, "api");
+    assert_eq!(echoed.path, "/users/7");
+    assert_eq!(echoed.query.as_deref(), Some("x=1"));
+    assert_eq!(echoed.header("host"), Some("API.example.com:8443"));
+    assert_eq!(
+        echoed.header("x-forwarded-host"),
+        Some("API.example.com:8443")
+    );
+    assert_eq!(fallback.upstream, "other");
+    assert_eq!(fallback.header("host"), Some("other.test"));
+}
+
+#[tokio::test]
+async fn h2_and_http1_clients_share_the_listener() {
+    let (_api, _other, router) = hosts_behind_router().await;
+    let mut h2 = h2_connect(router.proxy_addr()).await;
+
+    let over_h2 = h2_send(&mut h2, get("http://api.example.com/a")).await;
+    let over_h1 = router
+        .get("/a")
+        .header("host", "api.example.com")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(over_h1.version(), Version::HTTP_11);
+    assert_eq!(
+        Echoed::from_body(&body_bytes(over_h2).await).upstream,
+        "api"
+    );
+    assert_eq!(Echoed::from_response(over_h1).await.upstream, "api");
+}
+
+#[tokio::test]
+async fn h2_requests_multiplex_on_one_connection() {
+    let (api, _other, router) = hosts_behind_router().await;
+    let h2 = h2_connect(router.proxy_addr()).await;
+
+    let mut exchanges = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let mut h2 = h2.clone();
+        exchanges.spawn(async move {
+            let answer = h2_send(&mut h2, get(&format!("http://api.example.com/n/{n}"))).await;
+            Echoed::from_body(&body_bytes(answer).await).path
+        });
+    }
+    let mut paths: Vec<String> = exchanges.join_all().await;
+    paths.sort();
+
+    let expected: Vec<String> = (0..8).map(|n| format!("/n/{n}")).collect();
+    assert_eq!(paths, expected);
+    assert!(api.requests() >= 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_upload_streams_to_an_http1_upstream() {
+    let (_api, _other, router) = hosts_behind_router().await;
+    let mut h2 = h2_connect(router.proxy_addr()).await;
+
+    let piece = Bytes::from(vec![b'u'; CHUNK]);
+    let frames = futures_util::stream::iter(
+        (0..BODY / CHUNK as u64).map(move |_| Ok::<_, Infallible>(Frame::data(piece.clone()))),
+    );
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri("http://api.example.com/upload")
+        .body(StreamBody::new(frames).boxed())
+        .expect("a valid request");
+    let response = h2_send(&mut h2, request).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed = Echoed::from_body(&body_bytes(response).await);
+    assert_eq!(echoed.method, "PUT");
+    assert_eq!(echoed.body_len, BODY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_download_streams_from_an_http1_upstream() {
+    let upstream = Upstream::streaming(BODY, CHUNK).start().await;
+    let router = TestRouter::with_yaml(format!(
+        "routes:\n  all:\n    upstream: {}\n",
+        upstream.url()
+    ))
+    .start()
+    .await;
+    let mut h2 = h2_connect(router.proxy_addr()).await;
+
+    let response = h2_send(&mut h2, get("http://blob.test/download")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received: u64 = 0;
+    while let Some(frame) = tokio::time::timeout(EXCHANGE_DEADLINE, body.frame())
+        .await
+        .expect("the next frame in time")
+    {
+        if let Some(data) = frame.expect("an unbroken body").data_ref() {
+            assert!(data.iter().all(|&b| b == b'x'), "body bytes changed");
+            received += data.len() as u64;
+        }
+    }
+
+    assert_eq!(received, BODY);
+}
