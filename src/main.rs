@@ -197,7 +197,10 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn serve(router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<()> {
+async fn serve(mut router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<()> {
+    // Before the start-up line: a SIGHUP sent once the router says it is up
+    // must reload it, not end it.
+    router.listen_for_hangups();
     let proxy_listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
