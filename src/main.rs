@@ -204,10 +204,12 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn serve(router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<()> {
-    // Installed before the listeners exist: a SIGTERM that arrives as soon
-    // as the router is reachable must drain, not kill the process.
+async fn serve(mut router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<()> {
+    // Signal handlers are installed before the listeners exist: a SIGTERM
+    // that arrives as soon as the router is reachable must drain, and a
+    // SIGHUP must reload, not end the process.
     let shutdown = shutdown_signal();
+    router.listen_for_hangups();
     let proxy_listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

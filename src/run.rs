@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::admin::{self, AdminState, Readiness};
@@ -53,6 +54,7 @@ pub struct Switchyard {
     options: Options,
     reloader: Arc<Reloader>,
     watch: watch::WatchHandle,
+    hangups: Option<Signal>,
 }
 
 impl Switchyard {
@@ -65,7 +67,17 @@ impl Switchyard {
             options,
             reloader,
             watch,
+            hangups: None,
         })
+    }
+
+    /// Takes over SIGHUP now rather than when `serve` first runs: until a
+    /// listener exists, SIGHUP has its default action and ends the process.
+    /// Call it inside the runtime, before announcing that the router is up.
+    pub fn listen_for_hangups(&mut self) {
+        if self.hangups.is_none() {
+            self.hangups = hangup_listener();
+        }
     }
 
     pub fn reloader(&self) -> &Arc<Reloader> {
@@ -85,11 +97,14 @@ impl Switchyard {
             options,
             reloader,
             watch: _watch,
+            hangups,
         } = self;
         let mut proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
         proxy_state.observe = options.observe_requests;
         let readiness = Arc::new(Readiness::default());
-        let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
+        // Registered before the spawn, so SIGHUP is handled from here on.
+        let hangups = hangups.or_else(hangup_listener);
+        let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader), hangups));
 
         let (stop_proxy, proxy_stopped) = oneshot::channel::<()>();
         let proxy = tokio::spawn(server::serve(
@@ -133,13 +148,9 @@ impl Switchyard {
 }
 
 /// SIGHUP reloads through the same path as the watcher and the admin API.
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGHUP; reload by file change or POST /reload");
-            return;
-        }
+async fn reload_on_sighup(reloader: Arc<Reloader>, hangups: Option<Signal>) {
+    let Some(mut hangups) = hangups else {
+        return;
     };
     while hangups.recv().await.is_some() {
         let reloader = Arc::clone(&reloader);
@@ -149,4 +160,12 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
             tracing::error!(%error, "reload task failed");
         }
     }
+}
+
+fn hangup_listener() -> Option<Signal> {
+    tokio::signal::unix::signal(SignalKind::hangup())
+        .inspect_err(|error| {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload by file change or POST /reload");
+        })
+        .ok()
 }

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
@@ -26,6 +26,13 @@ use crate::reload::{Reloader, Trigger};
 /// is four directory operations, an editor's save two or three. Short enough
 /// to keep reload latency far under SPEC's 200 ms.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// How long the watcher waits for a writer that has the route file open to
+/// close it. A file caught between two chunks of a write can be valid YAML
+/// with fewer routes, so it is not read before the close; but a close that
+/// never comes (a writer that hangs, a hard link created onto the name)
+/// must not stop reloads for good.
+pub const WRITE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How often the poller reads the file when no watcher could be started.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -144,19 +151,94 @@ fn is_relevant(event: &notify::Result<Event>) -> bool {
 }
 
 fn watch_loop(reloader: &Reloader, rx: &mpsc::Receiver<notify::Result<Event>>) {
+    let mut writing = OpenWrite::new(reloader.path());
     while let Ok(event) = rx.recv() {
+        writing.note(&event);
         if !is_relevant(&event) {
             continue;
         }
-        // Fold a burst of events into one reload.
-        loop {
-            match rx.recv_timeout(DEBOUNCE) {
-                Ok(_) => continue,
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
+        if !settle(rx, &mut writing) {
+            return;
         }
         reloader.reload(Trigger::Watch);
+    }
+}
+
+/// Waits until the directory has been quiet for [`DEBOUNCE`], which folds a
+/// burst of events into one reload, and until no write to the route file is
+/// in progress: another file's event must not make the watcher read a file
+/// that is half written. Returns `false` when the watcher has stopped.
+fn settle(rx: &mpsc::Receiver<notify::Result<Event>>, writing: &mut OpenWrite) -> bool {
+    let give_up = Instant::now() + WRITE_PATIENCE;
+    loop {
+        let wait = if writing.open {
+            give_up.saturating_duration_since(Instant::now())
+        } else {
+            DEBOUNCE
+        };
+        match rx.recv_timeout(wait) {
+            Ok(event) => writing.note(&event),
+            Err(RecvTimeoutError::Timeout) if writing.open => {
+                if Instant::now() >= give_up {
+                    tracing::warn!(waited = ?WRITE_PATIENCE,
+                        "the route file is still open for writing; reading it anyway");
+                    writing.open = false;
+                    return true;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Whether a writer has the route file open: its data changed (or it was
+/// created) and its close-write has not come yet.
+struct OpenWrite {
+    name: Option<std::ffi::OsString>,
+    open: bool,
+}
+
+impl OpenWrite {
+    fn new(config: &Path) -> Self {
+        OpenWrite {
+            name: config.file_name().map(ToOwned::to_owned),
+            open: false,
+        }
+    }
+
+    fn note(&mut self, event: &notify::Result<Event>) {
+        let Ok(event) = event else {
+            // Events may have been lost, a close among them.
+            self.open = false;
+            return;
+        };
+        // The watch is on one directory, so the name alone identifies the
+        // file; a ConfigMap's `routes.yaml` symlink is never written to.
+        let names_config = event
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some() && p.file_name() == self.name.as_deref());
+        if !names_config {
+            return;
+        }
+        match event.kind {
+            EventKind::Modify(ModifyKind::Data(_)) => self.open = true,
+            EventKind::Create(CreateKind::File) => {
+                // A symlink or hard link made onto the name is complete;
+                // only an empty new file has a writer still to come.
+                let path = event.paths.first();
+                self.open = path
+                    .and_then(|p| std::fs::symlink_metadata(p).ok())
+                    .is_some_and(|m| m.is_file() && m.len() == 0);
+            }
+            // Closed, or the name now points at another inode, whose
+            // writer (if any) will show itself again.
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Remove(_) => self.open = false,
+            _ => {}
+        }
     }
 }
 

@@ -66,7 +66,12 @@ impl RouteFile {
 
 /// `switchyard` with a clean environment, its output captured.
 pub fn switchyard_command() -> Command {
-    let mut command = Command::new(BINARY);
+    clean_command(BINARY)
+}
+
+/// `program` with the binary's settings cleared, its output captured.
+fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
     for name in SETTINGS {
         command.env_remove(name);
     }
@@ -114,8 +119,28 @@ impl SwitchyardProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> SwitchyardProcess {
+        SwitchyardProcess::run_wrapped(yaml, extra, env, |_| Vec::new()).await
+    }
+
+    /// [`SwitchyardProcess::run_with_yaml_and_env`], started through the
+    /// command that `wrapper` returns for the route file's path (such as
+    /// `unshare ... sh -c '...; exec "$@"' sh`), which must end by exec-ing
+    /// the arguments it is given, so the process signalled is the router.
+    pub async fn run_wrapped(
+        yaml: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        wrapper: impl FnOnce(&Path) -> Vec<String>,
+    ) -> SwitchyardProcess {
         let route_file = RouteFile::with_yaml(yaml);
-        let mut command = switchyard_command();
+        let mut command = match wrapper(route_file.path()).split_first() {
+            None => switchyard_command(),
+            Some((program, args)) => {
+                let mut command = clean_command(program);
+                command.args(args).arg(BINARY);
+                command
+            }
+        };
         command
             .args(["run", "--config", route_file.path_str()])
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])

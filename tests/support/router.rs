@@ -32,7 +32,11 @@ const TEST_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct TestRouterBuilder {
     yaml: String,
     options: Options,
+    prepare: Option<Prepare>,
 }
+
+/// Sets up the router's directory before the route file is written.
+type Prepare = Box<dyn FnOnce(&Path)>;
 
 /// A running router. Dropping it stops it (without waiting for the drain)
 /// and deletes its directory.
@@ -56,6 +60,7 @@ impl TestRouter {
                 drain_timeout: TEST_DRAIN_TIMEOUT,
                 ..Options::new(PathBuf::new())
             },
+            prepare: None,
         }
     }
 }
@@ -64,6 +69,14 @@ impl TestRouterBuilder {
     /// Follow the file by polling instead of a file-system watcher.
     pub fn polling(mut self) -> Self {
         self.options.force_poll = true;
+        self
+    }
+
+    /// Runs `prepare` on the fresh directory before the route file is
+    /// written, for layouts such as a Kubernetes ConfigMap volume, where
+    /// `routes.yaml` is a symlink and the write goes through it.
+    pub fn prepare(mut self, prepare: impl FnOnce(&Path) + 'static) -> Self {
+        self.prepare = Some(Box::new(prepare));
         self
     }
 
@@ -91,6 +104,9 @@ impl TestRouterBuilder {
     pub async fn try_start(self) -> Result<TestRouter, ConfigError> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let config = dir.path().join(CONFIG_FILE);
+        if let Some(prepare) = self.prepare {
+            prepare(dir.path());
+        }
         std::fs::write(&config, &self.yaml).expect("write the route file");
         let mut options = self.options;
         options.config = config.clone();
