@@ -30,7 +30,7 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use crate::headers::request_authority;
 use crate::metrics::{UpstreamErrorKind, NO_ROUTE};
-use crate::table::{RouteTable, Target};
+use crate::table::RouteTable;
 
 /// The `tracing` target of access-log events, so they can be filtered on
 /// their own: `SWITCHYARD_LOG=info,switchyard::access=off`.
@@ -134,10 +134,9 @@ impl Exchange {
         if let Some(kind) = self.upstream_error {
             metrics.upstream_error(kind);
         }
-        let upstream = match (route.map(|r| &r.target), self.routed.upstream) {
-            (Some(Target::Upstreams(upstreams)), Some(i)) => upstreams.urls.get(i),
-            _ => None,
-        };
+        let upstream = route
+            .zip(self.routed.upstream)
+            .and_then(|(r, i)| r.upstream(i));
         if outcome == Outcome::Aborted && upstream.is_some() {
             metrics.upstream_error(UpstreamErrorKind::BodyAborted);
         }

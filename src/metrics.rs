@@ -29,8 +29,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::config::TargetSpec;
 use crate::error::ProxyError;
-use crate::table::{Generations, RouteTable, Target};
+use crate::table::{Generations, RouteTable};
 
 /// The `route` label of requests that no route matched.
 pub const NO_ROUTE: &str = "_none";
@@ -269,7 +270,7 @@ impl Collector for LiveCollector {
             table
                 .routes()
                 .iter()
-                .map(|route| (route.name(), &*route.metrics, Some(&route.target)))
+                .map(|route| (route.name(), &*route.metrics, Some(&route.spec.target)))
                 .chain(std::iter::once((NO_ROUTE, &*table.unrouted, None)))
         };
 
@@ -333,7 +334,7 @@ impl Collector for LiveCollector {
         // Every kind of every upstream route is shown, zeros included, so a
         // rate over it exists before the first error.
         for (route, metrics, target) in routes() {
-            if !matches!(target, Some(Target::Upstreams(_))) {
+            if !matches!(target, Some(TargetSpec::Upstreams(_))) {
                 continue;
             }
             for (kind, count) in metrics.upstream_errors() {

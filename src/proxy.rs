@@ -21,6 +21,9 @@ use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
 use crate::access::{Exchange, Routed};
+use url::Url;
+
+use crate::config::{RespondSpec, TargetSpec};
 use crate::error::ProxyError;
 use crate::headers::{
     ensure_request_id, request_authority, routing_host, set_forwarded, strip_hop_by_hop,
@@ -28,7 +31,7 @@ use crate::headers::{
 };
 use crate::metrics::UpstreamErrorKind;
 use crate::path::{canonical_path, upstream_path};
-use crate::table::{RequestFacts, Respond, Route, RouteTable, Target, Upstreams};
+use crate::table::{RequestFacts, Route, RouteTable};
 
 /// Idle upstream connections are closed after this long; below the common
 /// 60 s to 120 s keep-alive of upstream servers, so the router is the side
@@ -140,15 +143,17 @@ async fn route_request(
         return Err(ProxyError::NoRoute { host, path });
     };
     routed.route = Some(route.index);
-    match &route.target {
-        Target::Respond(respond) => Ok(fixed_response(respond)),
-        Target::Upstreams(upstreams) => {
-            forward(state, route, upstreams, &path, request, routed).await
+    match (&route.spec.target, route.pick_upstream()) {
+        (TargetSpec::Respond(respond), _) => Ok(fixed_response(respond)),
+        (TargetSpec::Upstreams(_), Some((picked, upstream))) => {
+            routed.upstream = Some(picked);
+            forward(state, route, upstream, &path, request).await
         }
+        (TargetSpec::Upstreams(_), None) => unreachable!("an upstream route always has one"),
     }
 }
 
-fn fixed_response(respond: &Respond) -> Response {
+fn fixed_response(respond: &RespondSpec) -> Response {
     let mut response = Response::new(Body::from(respond.body.clone()));
     *response.status_mut() = respond.status;
     *response.headers_mut() = respond.headers.clone();
@@ -158,17 +163,14 @@ fn fixed_response(respond: &Respond) -> Response {
 async fn forward(
     state: &ProxyState,
     route: &Route,
-    upstreams: &Upstreams,
+    upstream: &Url,
     path: &str,
     request: Request,
-    routed: &mut Routed,
 ) -> Result<Response, ProxyError> {
     let mut request = request;
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let picked = upstreams.pick_index();
-    routed.upstream = Some(picked);
-    let mut url = upstreams.urls[picked].clone();
+    let mut url = upstream.clone();
     let target_path = upstream_path(
         url.path(),
         &route.spec.prefix,

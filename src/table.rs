@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use url::Url;
 
-use crate::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
+use crate::config::{Config, ConfigError, HostPattern, RouteSpec, TargetSpec};
 use crate::metrics::RouteMetrics;
 use crate::path::canonical_path;
 
@@ -56,17 +55,38 @@ impl Drop for GenerationToken {
 #[derive(Debug)]
 pub struct Route {
     pub spec: RouteSpec,
-    pub target: Target,
     /// Position in [`RouteTable::routes`], so a request can name its route
     /// after it has let go of the borrow.
     pub index: usize,
     /// This route's counters, bumped by the request path without a lock.
     pub metrics: Arc<RouteMetrics>,
+    /// Round-robin position over `upstreams`. It lives in the table, so a
+    /// reload starts the rotation afresh; taking a turn is one relaxed
+    /// atomic increment.
+    next_upstream: AtomicUsize,
 }
 
 impl Route {
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The upstream this request goes to, with its position in the route's
+    /// list (round robin); `None` for a `respond` route.
+    pub fn pick_upstream(&self) -> Option<(usize, &Url)> {
+        let TargetSpec::Upstreams(urls) = &self.spec.target else {
+            return None;
+        };
+        let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % urls.len();
+        Some((index, &urls[index]))
+    }
+
+    /// The upstream at `index` in the route's list, as picked earlier.
+    pub fn upstream(&self, index: usize) -> Option<&Url> {
+        match &self.spec.target {
+            TargetSpec::Upstreams(urls) => urls.get(index),
+            TargetSpec::Respond(_) => None,
+        }
     }
 
     /// Whether the conditions beyond host and prefix hold for this request.
@@ -84,40 +104,6 @@ impl Route {
                 .iter()
                 .all(|(name, value)| request.headers.get_all(name).iter().any(|v| v == value))
     }
-}
-
-#[derive(Debug)]
-pub enum Target {
-    Upstreams(Upstreams),
-    Respond(Respond),
-}
-
-/// The upstream URLs of a route and its round-robin position. The position
-/// lives in the table, so a reload starts the rotation afresh; the cost on
-/// the request path is one relaxed atomic increment.
-#[derive(Debug)]
-pub struct Upstreams {
-    pub urls: Vec<Url>,
-    next: AtomicUsize,
-}
-
-impl Upstreams {
-    pub fn pick(&self) -> &Url {
-        &self.urls[self.pick_index()]
-    }
-
-    /// The next upstream's position in `urls`.
-    pub fn pick_index(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()
-    }
-}
-
-/// A fixed response the router serves itself.
-#[derive(Debug)]
-pub struct Respond {
-    pub status: StatusCode,
-    pub body: Bytes,
-    pub headers: HeaderMap,
 }
 
 /// The parts of a request that routing looks at; `path` is canonical.
@@ -228,26 +214,11 @@ impl RouteTable {
                 None => &mut table.any_host,
             };
             trie.insert(&spec.prefix, index);
-            let target = match &spec.target {
-                TargetSpec::Upstreams(urls) => Target::Upstreams(Upstreams {
-                    urls: urls.clone(),
-                    next: AtomicUsize::new(0),
-                }),
-                TargetSpec::Respond(RespondSpec {
-                    status,
-                    body,
-                    headers,
-                }) => Target::Respond(Respond {
-                    status: *status,
-                    body: body.clone(),
-                    headers: headers.clone(),
-                }),
-            };
             table.routes.push(Route {
                 spec,
-                target,
                 index,
                 metrics: Arc::default(),
+                next_upstream: AtomicUsize::new(0),
             });
         }
         let routes = &table.routes;
