@@ -104,6 +104,10 @@ pub struct LastReload {
 struct Record {
     last: LastReload,
     history: VecDeque<Attempt>,
+    /// The digest of the last file rejected. A watcher event that finds the
+    /// same bytes again (another file in the directory changed) is not a new
+    /// attempt; an explicit reload (signal, admin) always is.
+    rejected: Option<String>,
 }
 
 /// Owns the live table and everything that changes it.
@@ -138,6 +142,7 @@ impl Reloader {
                     error: None,
                 },
                 history: VecDeque::with_capacity(HISTORY_LEN),
+                rejected: None,
             }),
         })
     }
@@ -162,7 +167,9 @@ impl Reloader {
             .as_ref()
             .map_err(ToString::to_string)
             .and_then(|source| {
-                if source.sha256 == current.meta.sha256 {
+                let seen_and_rejected = matches!(trigger, Trigger::Watch | Trigger::Poll)
+                    && record.rejected.as_ref() == Some(&source.sha256);
+                if source.sha256 == current.meta.sha256 || seen_and_rejected {
                     return Ok(None);
                 }
                 let table = build(source, current.meta.version + 1)
@@ -188,6 +195,7 @@ impl Reloader {
                     "route table reloaded"
                 );
                 self.metrics.reload_ok();
+                record.rejected = None;
                 record.last = LastReload {
                     ok: true,
                     at: now,
@@ -218,6 +226,7 @@ impl Reloader {
             Err(error) => {
                 tracing::error!(?trigger, version, %error, "route file rejected; the previous table keeps serving");
                 self.metrics.reload_error();
+                record.rejected.clone_from(&sha256);
                 record.last = LastReload {
                     ok: false,
                     at: now,

@@ -34,6 +34,12 @@ pub const DEBOUNCE: Duration = Duration::from_millis(10);
 /// must not stop reloads for good.
 pub const WRITE_PATIENCE: Duration = Duration::from_secs(5);
 
+/// How long a route file that disappeared may take to come back before the
+/// watcher reports it missing: vim and `rm` + re-create leave a gap of a few
+/// milliseconds; a file that is really gone is still reported within a
+/// fraction of a second.
+pub const MISSING_GRACE: Duration = Duration::from_millis(250);
+
 /// How often the poller reads the file when no watcher could be started.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -157,7 +163,7 @@ fn watch_loop(reloader: &Reloader, rx: &mpsc::Receiver<notify::Result<Event>>) {
         if !is_relevant(&event) {
             continue;
         }
-        if !settle(rx, &mut writing) {
+        if !settle(rx, &mut writing, reloader.path()) {
             return;
         }
         reloader.reload(Trigger::Watch);
@@ -167,9 +173,17 @@ fn watch_loop(reloader: &Reloader, rx: &mpsc::Receiver<notify::Result<Event>>) {
 /// Waits until the directory has been quiet for [`DEBOUNCE`], which folds a
 /// burst of events into one reload, and until no write to the route file is
 /// in progress: another file's event must not make the watcher read a file
-/// that is half written. Returns `false` when the watcher has stopped.
-fn settle(rx: &mpsc::Receiver<notify::Result<Event>>, writing: &mut OpenWrite) -> bool {
+/// that is half written. A file that is missing once things are quiet gets
+/// [`MISSING_GRACE`] to reappear (an editor that deletes and re-creates it)
+/// before its absence is reported. Returns `false` when the watcher has
+/// stopped.
+fn settle(
+    rx: &mpsc::Receiver<notify::Result<Event>>,
+    writing: &mut OpenWrite,
+    config: &Path,
+) -> bool {
     let give_up = Instant::now() + WRITE_PATIENCE;
+    let mut graced = false;
     loop {
         let wait = if writing.open {
             give_up.saturating_duration_since(Instant::now())
@@ -184,6 +198,14 @@ fn settle(rx: &mpsc::Receiver<notify::Result<Event>>, writing: &mut OpenWrite) -
                         "the route file is still open for writing; reading it anyway");
                     writing.open = false;
                     return true;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) if !graced && !config.exists() => {
+                graced = true;
+                match rx.recv_timeout(MISSING_GRACE) {
+                    Ok(event) => writing.note(&event),
+                    Err(RecvTimeoutError::Timeout) => return true,
+                    Err(RecvTimeoutError::Disconnected) => return false,
                 }
             }
             Err(RecvTimeoutError::Timeout) => return true,

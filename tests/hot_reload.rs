@@ -365,6 +365,63 @@ async fn watcher_records_its_changes_but_not_unchanged_rereads() {
 }
 
 #[tokio::test]
+async fn rejected_file_is_reported_once_however_many_events_follow() {
+    let router = TestRouter::with_yaml(greeting("one")).start().await;
+    router.write_config("routes:\n  greeting:\n    prefx: /greeting\n");
+    eventually(LIVE_WITHIN, || async {
+        history(&router)
+            .await
+            .first()
+            .map(|a| a["result"] == "error")
+            == Some(true)
+    })
+    .await;
+
+    // Other files in the directory change; the bad file does not. The gaps
+    // (longer than the watcher's debounce) make each change its own event.
+    for note in ["a", "b", "c"] {
+        std::fs::write(router.dir().join("notes.txt"), note).unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    // A later good edit going live shows the watcher handled those events.
+    router.write_config(&greeting("two"));
+    served_within(&router, LIVE_WITHIN, "/greeting", "two").await;
+
+    let results: Vec<String> = history(&router)
+        .await
+        .iter()
+        .map(|a| format!("{} {}", a["trigger"], a["result"]))
+        .collect();
+    assert_eq!(
+        results,
+        [r#""watch" "ok""#, r#""watch" "error""#],
+        "the bad file was reported more than once"
+    );
+}
+
+#[tokio::test]
+async fn file_deleted_and_recreated_at_once_is_not_reported_missing() {
+    let router = TestRouter::with_yaml(greeting("one")).start().await;
+    for round in ["two", "three"] {
+        std::fs::remove_file(router.config_path()).unwrap();
+        // An editor's gap between delete and re-create: longer than the
+        // watcher's debounce, well inside its grace for a missing file.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        std::fs::write(router.config_path(), greeting(round)).unwrap();
+        served_within(&router, LIVE_WITHIN, "/greeting", round).await;
+    }
+    let errors: Vec<Value> = history(&router)
+        .await
+        .into_iter()
+        .filter(|a| a["result"] == "error")
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a brief absence was reported: {errors:?}"
+    );
+}
+
+#[tokio::test]
 async fn poller_records_its_changes_and_every_admin_attempt() {
     let router = TestRouter::with_yaml(greeting("one"))
         .polling()
