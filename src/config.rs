@@ -237,7 +237,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         if is_empty_document(text) {
             ConfigError::Empty
         } else {
-            ConfigError::Yaml(error.to_string())
+            ConfigError::Yaml(yaml_message(&error, text))
         }
     })?;
     let Some(route_map) = file.routes else {
@@ -260,6 +260,72 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         routes,
         tests: file.tests,
     })
+}
+
+/// serde_yaml's message, with the position made exact where serde_yaml
+/// leaves it out or puts it at the start of the enclosing mapping.
+///
+/// Two cases need help. serde's derived code raises `duplicate field`
+/// after reading the whole mapping, so serde_yaml places it at the
+/// mapping's first key; the repeated key is found in the text instead. And
+/// serde_yaml prints no position at all for line 1 column 1.
+fn yaml_message(error: &serde_yaml::Error, text: &str) -> String {
+    let message = error.to_string();
+    let (bare, _) = message.rsplit_once(" at line ").unwrap_or((&message, ""));
+    let located = bare
+        .split_once("duplicate field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .and_then(|(field, _)| {
+            let mapping = bare.split_once(": ").map_or("", |(path, _)| path);
+            repeated_key_position(text, mapping, field)
+        })
+        .or_else(|| error.location().map(|l| (l.line(), l.column())));
+    match located {
+        Some((line, column)) => format!("{bare} at line {line} column {column}"),
+        None => message,
+    }
+}
+
+/// Where `field` appears for the second time among the keys of the mapping
+/// at `path` (`""` for the top level, `routes.NAME` for a route): the keys
+/// one indentation level below the mapping's own key, until the mapping
+/// ends. Block-style YAML only; anything else keeps serde_yaml's position.
+fn repeated_key_position(text: &str, path: &str, field: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (start, parent_indent) = match path {
+        "" => (0, None),
+        _ => {
+            let name = path.strip_prefix("routes.")?;
+            let (line, column) = *route_key_positions(text).get(name)?;
+            (line, Some(column - 1))
+        }
+    };
+    let mut key_indent = None;
+    let mut seen = 0;
+    for (index, line) in lines.iter().enumerate().skip(start) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if parent_indent.is_some_and(|parent| indent <= parent) {
+            break;
+        }
+        if *key_indent.get_or_insert(indent) != indent {
+            continue;
+        }
+        let key = trimmed
+            .split(':')
+            .next()
+            .map(|k| k.trim().trim_matches(['"', '\'']));
+        if key == Some(field) {
+            seen += 1;
+            if seen == 2 {
+                return Some((index + 1, indent + 1));
+            }
+        }
+    }
+    None
 }
 
 fn is_empty_document(text: &str) -> bool {
