@@ -76,12 +76,17 @@ measure() {
 }
 
 printf "%-34s %10s %9s %9s\n" "target ($CONNECTIONS connections, $DURATION)" "req/s" "p50 ms" "p99 ms"
-row() { read -r rps p50 p99 <<<"$2"; printf "%-34s %10s %9s %9s\n" "$1" "$rps" "$p50" "$p99"; echo "$rps"; }
-direct=$(row "upstream direct" "$(measure "http://127.0.0.1:$UP_PORT/")" | tee /dev/stderr | tail -1)
-sy_proxy=$(row "switchyard -> upstream" "$(measure "http://127.0.0.1:$SY_PORT/")" | tee /dev/stderr | tail -1)
-ngx_proxy=$(row "nginx -> upstream" "$(measure "http://127.0.0.1:$NGX_PORT/")" | tee /dev/stderr | tail -1)
-sy_respond=$(row "switchyard respond route" "$(measure "http://127.0.0.1:$SY_PORT/hello")" | tee /dev/stderr | tail -1)
-ngx_respond=$(row "nginx return 200" "$(measure "http://127.0.0.1:$NGX_PORT/hello")" | tee /dev/stderr | tail -1)
+# row LABEL URL: measures and prints one row; leaves requests/s in $RPS.
+row() {
+  local p50 p99
+  read -r RPS p50 p99 <<<"$(measure "$2")"
+  printf "%-34s %10s %9s %9s\n" "$1" "$RPS" "$p50" "$p99"
+}
+row "upstream direct" "http://127.0.0.1:$UP_PORT/"
+row "switchyard -> upstream" "http://127.0.0.1:$SY_PORT/"; sy_proxy=$RPS
+row "nginx -> upstream" "http://127.0.0.1:$NGX_PORT/"; ngx_proxy=$RPS
+row "switchyard respond route" "http://127.0.0.1:$SY_PORT/hello"; sy_respond=$RPS
+row "nginx return 200" "http://127.0.0.1:$NGX_PORT/hello"; ngx_respond=$RPS
 echo
 awk -v a="$sy_proxy" -v b="$ngx_proxy" 'BEGIN { printf "proxying: switchyard/nginx throughput ratio %.2f\n", a / b }'
 awk -v a="$sy_respond" -v b="$ngx_respond" 'BEGIN { printf "fixed response: switchyard/nginx throughput ratio %.2f\n", a / b }'

@@ -16,8 +16,8 @@
 //! [`RouteTable::carry_metrics_from`]: crate::table::RouteTable::carry_metrics_from
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -48,14 +48,96 @@ const DURATION_BUCKETS_US: [u64; 13] = [
     5_000_000, 10_000_000,
 ];
 
-/// Status codes 100 to 599 each get their own counter; anything else (HTTP
-/// allows up to 999) is counted once, as `code="other"`. This bounds the
-/// label's cardinality and lets the request path index an array instead of
-/// creating a labelled series under a lock.
+/// Status codes 100 to 599 are counted each under their own label; anything
+/// else (HTTP allows up to 999) is counted once, as `code="other"`. This
+/// bounds the label's cardinality.
 const FIRST_CODE: u16 = 100;
 const LAST_CODE: u16 = 599;
-const CODE_SLOTS: usize = (LAST_CODE - FIRST_CODE + 1) as usize + 1;
-const OTHER_CODE_SLOT: usize = CODE_SLOTS - 1;
+/// The key `other` is counted under: not a status code, and not 0, which
+/// marks a free slot.
+const OTHER_KEY: u16 = 1;
+/// Distinct codes a route can count in its own slots. Most routes answer
+/// with a handful (200, 304, 404, 502...); eight slots are 128 bytes a
+/// route, where a counter for every code would be 4 KB (40 MB for a
+/// 10,000-route table).
+const INLINE_CODES: usize = 8;
+
+/// Counters by status code, lock-free and compact. The first
+/// [`INLINE_CODES`] distinct codes claim a slot each with one
+/// compare-and-swap; a route that answers with more distinct codes gets a
+/// counter for every code, allocated once, the first time it needs it.
+#[derive(Debug)]
+struct CodeCounts {
+    slots: [(AtomicU16, AtomicU64); INLINE_CODES],
+    every_code: OnceLock<Box<[AtomicU64]>>,
+}
+
+impl CodeCounts {
+    fn new() -> Self {
+        CodeCounts {
+            slots: std::array::from_fn(|_| (AtomicU16::new(0), AtomicU64::new(0))),
+            every_code: OnceLock::new(),
+        }
+    }
+
+    fn add(&self, code: u16) {
+        let key = if (FIRST_CODE..=LAST_CODE).contains(&code) {
+            code
+        } else {
+            OTHER_KEY
+        };
+        for (slot_key, count) in &self.slots {
+            let claimed = match slot_key.load(Ordering::Acquire) {
+                0 => match slot_key.compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => key,
+                    Err(other) => other,
+                },
+                other => other,
+            };
+            if claimed == key {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let every_code = self
+            .every_code
+            .get_or_init(|| (0..=LAST_CODE).map(|_| AtomicU64::new(0)).collect());
+        every_code[usize::from(key)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (label, count) for every code seen, in code order, `other` last.
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        let mut counts = vec![0u64; usize::from(LAST_CODE) + 1];
+        for (key, count) in &self.slots {
+            let key = key.load(Ordering::Acquire);
+            if key != 0 {
+                counts[usize::from(key)] += count.load(Ordering::Relaxed);
+            }
+        }
+        if let Some(every_code) = self.every_code.get() {
+            for (total, count) in counts.iter_mut().zip(every_code.iter()) {
+                *total += count.load(Ordering::Relaxed);
+            }
+        }
+        let label = |key: usize| match u16::try_from(key) {
+            Ok(OTHER_KEY) => "other".to_owned(),
+            _ => key.to_string(),
+        };
+        let mut seen: Vec<(String, u64)> = counts
+            .iter()
+            .enumerate()
+            .filter(|(key, count)| **count > 0 && *key != usize::from(OTHER_KEY))
+            .map(|(key, count)| (label(key), *count))
+            .collect();
+        if counts[usize::from(OTHER_KEY)] > 0 {
+            seen.push((
+                label(usize::from(OTHER_KEY)),
+                counts[usize::from(OTHER_KEY)],
+            ));
+        }
+        seen
+    }
+}
 
 /// Why an upstream exchange failed: the `kind` label of
 /// `switchyard_upstream_errors_total`. A closed set, so the label is bounded.
@@ -147,7 +229,7 @@ impl DurationHistogram {
 /// when a table is built; the request path reaches it through its snapshot.
 #[derive(Debug)]
 pub struct RouteMetrics {
-    codes: Box<[AtomicU64]>,
+    codes: CodeCounts,
     duration: DurationHistogram,
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
 }
@@ -155,7 +237,7 @@ pub struct RouteMetrics {
 impl Default for RouteMetrics {
     fn default() -> Self {
         RouteMetrics {
-            codes: (0..CODE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            codes: CodeCounts::new(),
             duration: DurationHistogram::new(),
             upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -165,7 +247,7 @@ impl Default for RouteMetrics {
 impl RouteMetrics {
     /// Counts a finished request: its status and how long it took.
     pub fn record(&self, status: StatusCode, elapsed: Duration) {
-        self.codes[code_slot(status.as_u16())].fetch_add(1, Ordering::Relaxed);
+        self.codes.add(status.as_u16());
         self.duration.observe(elapsed);
     }
 
@@ -174,11 +256,8 @@ impl RouteMetrics {
     }
 
     /// Requests counted so far, by status code label, codes never seen left out.
-    pub fn codes(&self) -> impl Iterator<Item = (String, u64)> + '_ {
-        self.codes.iter().enumerate().filter_map(|(slot, count)| {
-            let count = count.load(Ordering::Relaxed);
-            (count > 0).then(|| (code_label(slot), count))
-        })
+    pub fn codes(&self) -> impl Iterator<Item = (String, u64)> {
+        self.codes.snapshot().into_iter()
     }
 
     pub fn upstream_errors(&self) -> impl Iterator<Item = (UpstreamErrorKind, u64)> + '_ {
@@ -188,22 +267,6 @@ impl RouteMetrics {
                 self.upstream_errors[kind as usize].load(Ordering::Relaxed),
             )
         })
-    }
-}
-
-fn code_slot(code: u16) -> usize {
-    if (FIRST_CODE..=LAST_CODE).contains(&code) {
-        usize::from(code - FIRST_CODE)
-    } else {
-        OTHER_CODE_SLOT
-    }
-}
-
-fn code_label(slot: usize) -> String {
-    if slot == OTHER_CODE_SLOT {
-        "other".to_owned()
-    } else {
-        (slot + usize::from(FIRST_CODE)).to_string()
     }
 }
 
@@ -353,12 +416,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_status_code_has_a_bounded_slot() {
-        assert_eq!(code_label(code_slot(100)), "100");
-        assert_eq!(code_label(code_slot(404)), "404");
-        assert_eq!(code_label(code_slot(599)), "599");
-        assert_eq!(code_label(code_slot(600)), "other");
-        assert_eq!(code_label(code_slot(999)), "other");
+    fn codes_are_counted_exactly_past_the_inline_slots() {
+        let counts = CodeCounts::new();
+        // More distinct codes than inline slots, each a different number
+        // of times, plus codes outside 100-599.
+        let codes: Vec<u16> = (200..200 + INLINE_CODES as u16 + 4).collect();
+        for (times, &code) in codes.iter().enumerate() {
+            for _ in 0..=times {
+                counts.add(code);
+            }
+        }
+        counts.add(600);
+        counts.add(999);
+        let mut expected: Vec<(String, u64)> = codes
+            .iter()
+            .enumerate()
+            .map(|(times, code)| (code.to_string(), times as u64 + 1))
+            .collect();
+        expected.push(("other".to_owned(), 2));
+        assert_eq!(counts.snapshot(), expected);
+    }
+
+    #[test]
+    fn concurrent_first_uses_of_a_code_count_every_request() {
+        let counts = Arc::new(CodeCounts::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let counts = Arc::clone(&counts);
+                std::thread::spawn(move || {
+                    for i in 0..1000u16 {
+                        counts.add(200 + i % 12);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("counting thread");
+        }
+        let total: u64 = counts.snapshot().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 4000);
+        assert_eq!(counts.snapshot().len(), 12);
     }
 
     #[test]

@@ -188,9 +188,9 @@ impl Reloader {
                 tracing::info!(
                     ?trigger,
                     version,
-                    added = ?diff.added,
-                    removed = ?diff.removed,
-                    changed = ?diff.changed,
+                    added = %names(&diff.added),
+                    removed = %names(&diff.removed),
+                    changed = %names(&diff.changed),
                     elapsed_us = started.elapsed().as_micros() as u64,
                     "route table reloaded"
                 );
@@ -278,6 +278,24 @@ impl Reloader {
         // The record stays consistent even if a holder panicked: every
         // update is a single assignment.
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How many route names one list of a reload's log line shows; a first load
+/// of thousands of routes should not produce a log line of megabytes. The
+/// whole diff is in `GET /reloads`.
+const LOGGED_NAMES: usize = 20;
+
+fn names(list: &[String]) -> String {
+    let shown = list
+        .iter()
+        .take(LOGGED_NAMES)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",");
+    match list.len().checked_sub(LOGGED_NAMES) {
+        Some(more) if more > 0 => format!("[{shown},... {more} more]"),
+        _ => format!("[{shown}]"),
     }
 }
 
