@@ -14,6 +14,14 @@ use switchyard::table::RouteTable;
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
 
+/// The proxy allocates a request's buffers on one thread and often frees
+/// them on another (the upstream connection's task). glibc's malloc takes an
+/// arena lock for that, which showed in profiles as lock waits; mimalloc
+/// frees into per-thread lists without one. Measured: about a fifth less
+/// CPU per proxied request (README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,
