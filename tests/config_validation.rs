@@ -583,23 +583,6 @@ routes:
 // Duplicates.
 
 #[test]
-fn duplicate_route_name_is_rejected() {
-    let message = rejected(
-        "\
-routes:
-  users:
-    upstream: http://127.0.0.1:9001
-  users:
-    upstream: http://127.0.0.1:9002
-",
-    );
-    assert_mentions(
-        &message,
-        &["routes", "duplicate route name `users`", "line 4 column 3"],
-    );
-}
-
-#[test]
 fn duplicate_route_name_is_reported_at_the_repeated_name() {
     let message = rejected(
         "\

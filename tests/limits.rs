@@ -10,7 +10,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Echoed, TestRouter, Upstream};
+use support::{send_raw_until_closed, Echoed, TestRouter, Upstream};
 use switchyard::server::HEADER_READ_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -111,27 +111,6 @@ async fn clients_that_do_not_finish_their_headers_in_time_are_disconnected() {
     assert_eq!(answer.status(), 200);
 }
 
-/// Writes `request` and reads until the router closes the connection;
-/// panics if it stays open. A failed write or a reset are tolerated: the
-/// router may close before reading everything.
-async fn exchange_until_closed(addr: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let _ = stream.write_all(request.as_bytes()).await;
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the router kept the connection open");
-    String::from_utf8_lossy(&received).into_owned()
-}
-
 /// SPEC 4.9 asks for 400 here. hyper decides first, as RFC 9112 6.3 allows:
 /// `Transfer-Encoding` overrides `Content-Length`, which hyper drops from
 /// the request in either header order, and the connection is closed after
@@ -153,7 +132,7 @@ async fn content_length_with_transfer_encoding_never_smuggles_a_second_request()
     ] {
         let (upstream, router) = echo_behind_router().await;
 
-        let answer = exchange_until_closed(
+        let answer = send_raw_until_closed(
             router.proxy_addr(),
             &format!(
                 "POST /first HTTP/1.1\r\n\

@@ -11,8 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use reqwest::{Method, StatusCode};
 use support::{
-    closed_port_url, eventually, json_of, read_request_head, send_raw, streamed_body, Echoed,
-    TestRouter, Upstream,
+    closed_port_url, eventually, json_of, read_request_head, send_raw, send_raw_until_closed,
+    streamed_body, Echoed, TestRouter, Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -846,7 +846,7 @@ async fn client_that_goes_away_cancels_its_upstream_request() {
 async fn request_with_conflicting_content_lengths_gets_400_and_is_not_forwarded() {
     let (upstream, router) = echo_behind_router("svc").await;
 
-    let answer = send_raw_tolerant(
+    let answer = send_raw_until_closed(
         router.proxy_addr(),
         "POST /first HTTP/1.1\r\n\
          Host: svc.test\r\n\
@@ -866,7 +866,7 @@ async fn request_headers_over_64_kib_get_431() {
     let (upstream, router) = echo_behind_router("svc").await;
 
     let big = "a".repeat(65 * 1024);
-    let answer = send_raw_tolerant(
+    let answer = send_raw_until_closed(
         router.proxy_addr(),
         &format!("GET / HTTP/1.1\r\nHost: svc.test\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"),
     )
@@ -878,25 +878,4 @@ async fn request_headers_over_64_kib_get_431() {
         &answer[..answer.len().min(200)]
     );
     assert_eq!(upstream.requests(), 0);
-}
-
-/// Like `send_raw`, for requests the router refuses: it may close the
-/// connection before reading all of the request, so a failed write or a
-/// reset are expected; returns whatever arrived, as text.
-async fn send_raw_tolerant(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let _ = stream.write_all(request.as_bytes()).await;
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(read.is_ok(), "the router kept the connection open");
-    String::from_utf8_lossy(&received).into_owned()
 }

@@ -29,7 +29,9 @@ pub use self::router::{TestRouter, TestRouterBuilder};
 pub use self::upstream::{
     closed_port_url, read_request_head, Echoed, Gate, Upstream, UpstreamSpec,
 };
-pub use self::wire::{client, json_of, send_raw, streamed_body, RawResponse};
+pub use self::wire::{
+    client, json_of, send_raw, send_raw_until_closed, streamed_body, RawResponse,
+};
 
 /// How often [`eventually`] probes: short against the 1 s reload deadline,
 /// long enough not to flood the router with probes.

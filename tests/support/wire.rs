@@ -80,6 +80,28 @@ impl RawResponse {
     }
 }
 
+/// Writes `request` and reads until the router closes the connection, for
+/// requests the router refuses: it may close before reading all of the
+/// request, so a failed write or a reset are tolerated. Panics if the
+/// connection stays open for 5 s. Returns whatever arrived, as text.
+pub async fn send_raw_until_closed(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the router kept the connection open");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
 /// Writes `request` byte for byte to `addr` and reads the answer until the
 /// server closes the connection, so the request should say
 /// `Connection: close`. For request targets that HTTP clients would
