@@ -20,10 +20,10 @@ use http::StatusCode;
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
-use crate::access::{Exchange, Routed};
 use url::Url;
 
-use crate::config::{RespondSpec, TargetSpec};
+use crate::access::{Exchange, Routed};
+use crate::config::RespondSpec;
 use crate::error::ProxyError;
 use crate::headers::{
     ensure_request_id, request_authority, routing_host, set_forwarded, strip_hop_by_hop,
@@ -31,7 +31,7 @@ use crate::headers::{
 };
 use crate::metrics::UpstreamErrorKind;
 use crate::path::{canonical_path, upstream_path};
-use crate::table::{RequestFacts, Route, RouteTable};
+use crate::table::{Destination, RequestFacts, Route, RouteTable};
 
 /// Idle upstream connections are closed after this long; below the common
 /// 60 s to 120 s keep-alive of upstream servers, so the router is the side
@@ -143,13 +143,12 @@ async fn route_request(
         return Err(ProxyError::NoRoute { host, path });
     };
     routed.route = Some(route.index);
-    match (&route.spec.target, route.pick_upstream()) {
-        (TargetSpec::Respond(respond), _) => Ok(fixed_response(respond)),
-        (TargetSpec::Upstreams(_), Some((picked, upstream))) => {
-            routed.upstream = Some(picked);
-            forward(state, route, upstream, &path, request).await
+    match route.destination() {
+        Destination::Respond(respond) => Ok(fixed_response(respond)),
+        Destination::Upstream { index, url } => {
+            routed.upstream = Some(index);
+            forward(state, route, url, &path, request).await
         }
-        (TargetSpec::Upstreams(_), None) => unreachable!("an upstream route always has one"),
     }
 }
 

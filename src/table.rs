@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use url::Url;
 
-use crate::config::{Config, ConfigError, HostPattern, RouteSpec, TargetSpec};
+use crate::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
 use crate::metrics::RouteMetrics;
 use crate::path::canonical_path;
 
@@ -71,14 +71,19 @@ impl Route {
         &self.spec.name
     }
 
-    /// The upstream this request goes to, with its position in the route's
-    /// list (round robin); `None` for a `respond` route.
-    pub fn pick_upstream(&self) -> Option<(usize, &Url)> {
-        let TargetSpec::Upstreams(urls) = &self.spec.target else {
-            return None;
-        };
-        let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % urls.len();
-        Some((index, &urls[index]))
+    /// Where this request goes. For an upstream route this takes the next
+    /// turn of the round robin.
+    pub fn destination(&self) -> Destination<'_> {
+        match &self.spec.target {
+            TargetSpec::Upstreams(urls) => {
+                let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % urls.len();
+                Destination::Upstream {
+                    index,
+                    url: &urls[index],
+                }
+            }
+            TargetSpec::Respond(respond) => Destination::Respond(respond),
+        }
     }
 
     /// The upstream at `index` in the route's list, as picked earlier.
@@ -104,6 +109,14 @@ impl Route {
                 .iter()
                 .all(|(name, value)| request.headers.get_all(name).iter().any(|v| v == value))
     }
+}
+
+/// Where one request goes: an upstream (with its position in the route's
+/// list) or the router's own fixed response.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    Upstream { index: usize, url: &'a Url },
+    Respond(&'a RespondSpec),
 }
 
 /// The parts of a request that routing looks at; `path` is canonical.
