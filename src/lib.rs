@@ -17,6 +17,7 @@
 //! - [`metrics`]: per-route counters held in the table, `/metrics`.
 //! - [`access`]: one access-log line per request, when its body ends.
 //! - [`log_writer`]: batched log output that never makes a request wait.
+//! - [`log_format`]: pretty log lines, with a cheap format for access events.
 //! - [`run`]: wiring it all together, and the shutdown sequence.
 
 pub mod access;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod explain;
 pub mod headers;
+pub mod log_format;
 pub mod log_writer;
 pub mod metrics;
 pub mod path;

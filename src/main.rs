@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard::config::Source;
+use switchyard::log_format::PrettyLines;
 use switchyard::log_writer::{BatchedStderr, FlushGuard};
 use switchyard::table::RouteTable;
 use switchyard::{Options, Switchyard};
@@ -308,7 +309,7 @@ fn init_logging(format: LogFormat) -> Option<FlushGuard> {
         .with_ansi(ansi)
         .with_writer(writer);
     match format {
-        LogFormat::Pretty => builder.init(),
+        LogFormat::Pretty => builder.event_format(PrettyLines::new(ansi)).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     Some(guard)

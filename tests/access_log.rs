@@ -156,9 +156,11 @@ async fn pretty_logs_are_one_readable_line_per_request() {
         "INFO",
         "switchyard::access",
         "GET",
-        "/hello",
-        "hello",
+        "path=/hello",
+        "route=hello",
         "status=201",
+        "request_id=pretty-1",
+        "outcome=complete",
     ] {
         assert!(line.contains(part), "{part} missing from {line:?}");
     }

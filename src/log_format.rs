@@ -1,0 +1,118 @@
+//! How pretty log lines look. Every event uses tracing-subscriber's default
+//! format, except access-log events: there is one per request, so they get
+//! a small formatter of their own that writes `name=value` pairs straight
+//! into the line, quoting a value only when it needs it. The default format
+//! quotes and escapes every string character by character and runs each
+//! part through its colour machinery, which was most of what the access log
+//! cost a request. JSON output keeps tracing-subscriber's JSON format.
+
+use std::fmt;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::{self, Format, FormatEvent, FormatFields, Full, Writer};
+use tracing_subscriber::fmt::time::SystemTime;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::access;
+
+/// The default format for everything but access events.
+pub struct PrettyLines {
+    default: Format<Full, SystemTime>,
+}
+
+impl PrettyLines {
+    pub fn new(ansi: bool) -> Self {
+        PrettyLines {
+            default: format::format().with_ansi(ansi),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for PrettyLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let metadata = event.metadata();
+        if metadata.target() != access::TARGET {
+            return self.default.format_event(ctx, writer, event);
+        }
+        let now = std::time::SystemTime::now();
+        write!(
+            writer,
+            "{} {:>5} {}:",
+            humantime::format_rfc3339_micros(now),
+            metadata.level(),
+            metadata.target()
+        )?;
+        let mut fields = Pairs {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_char('\n')
+    }
+}
+
+/// Writes each field as ` name=value`; the message as ` value`.
+struct Pairs<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    result: fmt::Result,
+}
+
+impl Pairs<'_, '_> {
+    fn pair(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        if self.result.is_ok() {
+            self.result = if field.name() == "message" {
+                write!(self.writer, " {value}")
+            } else {
+                write!(self.writer, " {}={value}", field.name())
+            };
+        }
+    }
+}
+
+impl Visit for Pairs<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // Quote only what a reader could misparse: empty values and values
+        // with spaces, quotes, `=` or control characters.
+        let plain = !value.is_empty()
+            && !value
+                .bytes()
+                .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == 0x7f);
+        if plain || field.name() == "message" {
+            self.pair(field, format_args!("{value}"));
+        } else {
+            self.pair(field, format_args!("{value:?}"));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.pair(field, format_args!("{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.pair(field, format_args!("{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.pair(field, format_args!("{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.pair(field, format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.pair(field, format_args!("{value:?}"));
+    }
+}
