@@ -3,8 +3,10 @@
 //!
 //! The snapshot is an `Arc` taken with `load_full()` before the first
 //! `.await` and kept to the end of the request, so a reload never changes the
-//! table under a request and never waits for one. Nothing on this path takes
-//! a lock.
+//! table under a request and never waits for one. Routing, forwarding and
+//! metrics take no lock; the one lock a request touches is its own thread's
+//! access-log buffer, uncontended and held for a copy (see `log_writer`).
+//! Nothing is ever held across an `.await`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
