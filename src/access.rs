@@ -28,7 +28,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::headers::request_authority;
 use crate::metrics::{UpstreamErrorKind, NO_ROUTE};
 use crate::table::RouteTable;
 
@@ -82,9 +81,12 @@ impl Outcome {
 
 impl Exchange {
     /// Starts observing; call before the request is consumed.
+    /// `host` is the request's authority as sent (see
+    /// [`crate::headers::request_authority`]).
     pub fn begin<B>(
         table: Arc<RouteTable>,
         request: &http::Request<B>,
+        host: Option<HeaderValue>,
         request_id: HeaderValue,
     ) -> Self {
         Exchange {
@@ -92,7 +94,7 @@ impl Exchange {
             started: Instant::now(),
             method: request.method().clone(),
             uri: request.uri().clone(),
-            host: request_authority(request.headers(), request.uri()),
+            host,
             request_id,
             routed: Routed::default(),
             status: StatusCode::OK,

@@ -204,8 +204,12 @@ pub fn request_authority(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> 
 /// form (`[0:0::1]:8080` is `[::1]`). `None` when absent or not a valid
 /// host: userinfo, bad characters, empty labels, a bad port.
 pub fn routing_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    let value = request_authority(headers, uri)?;
-    normalize_host(value.to_str().ok()?)
+    host_of_authority(&request_authority(headers, uri)?)
+}
+
+/// [`routing_host`] for an authority already taken from the request.
+pub fn host_of_authority(authority: &HeaderValue) -> Option<String> {
+    normalize_host(authority.to_str().ok()?)
 }
 
 fn normalize_host(authority: &str) -> Option<String> {

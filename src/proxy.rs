@@ -18,7 +18,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
@@ -28,7 +28,7 @@ use crate::access::{Exchange, Routed};
 use crate::config::RespondSpec;
 use crate::error::ProxyError;
 use crate::headers::{
-    ensure_request_id, request_authority, routing_host, set_forwarded, strip_hop_by_hop,
+    ensure_request_id, host_of_authority, request_authority, set_forwarded, strip_hop_by_hop,
     upgrade_requested, REQUEST_ID,
 };
 use crate::metrics::UpstreamErrorKind;
@@ -93,11 +93,19 @@ async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
     let table = state.live.load_full();
     let mut request = request;
     let request_id = ensure_request_id(request.headers_mut());
-    let exchange = state
-        .observe
-        .then(|| Exchange::begin(Arc::clone(&table), &request, request_id.clone()));
+    // Read once: routed on, forwarded as `Host`, and logged.
+    let authority = request_authority(request.headers(), request.uri());
+    let exchange = state.observe.then(|| {
+        Exchange::begin(
+            Arc::clone(&table),
+            &request,
+            authority.clone(),
+            request_id.clone(),
+        )
+    });
     let mut routed = Routed::default();
-    let (mut response, error) = match route_request(&state, &table, request, &mut routed).await {
+    let routing = route_request(&state, &table, request, authority, &mut routed);
+    let (mut response, error) = match routing.await {
         Ok(response) => (response, None),
         Err(error) => {
             let upstream = UpstreamErrorKind::of(&error);
@@ -121,6 +129,7 @@ async fn route_request(
     state: &ProxyState,
     table: &RouteTable,
     request: Request,
+    authority: Option<HeaderValue>,
     routed: &mut Routed,
 ) -> Result<Response, ProxyError> {
     let headers = request.headers();
@@ -134,7 +143,7 @@ async fn route_request(
     }
     let path =
         canonical_path(request.uri().path()).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
-    let host = routing_host(request.headers(), request.uri());
+    let host = authority.as_ref().and_then(host_of_authority);
     let facts = RequestFacts {
         host: host.as_deref(),
         path: &path,
@@ -149,7 +158,7 @@ async fn route_request(
         Destination::Respond(respond) => Ok(fixed_response(respond)),
         Destination::Upstream { index, url } => {
             routed.upstream = Some(index);
-            forward(state, route, url, &path, request).await
+            forward(state, route, url, &path, request, authority).await
         }
     }
 }
@@ -167,6 +176,7 @@ async fn forward(
     upstream: &Url,
     path: &str,
     request: Request,
+    original_host: Option<HeaderValue>,
 ) -> Result<Response, ProxyError> {
     let mut request = request;
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
@@ -187,7 +197,6 @@ async fn forward(
         .map(|ConnectInfo(addr)| addr.ip());
     // The host routed on is the host forwarded; for HTTP/2 this turns
     // `:authority` into `Host`.
-    let original_host = request_authority(&parts.headers, &parts.uri);
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade.is_some());
     if let Some(ip) = client_addr {
