@@ -9,11 +9,10 @@
 use std::cmp::Ordering;
 use std::ops::ControlFlow;
 
-use http::header::HOST;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
-use crate::headers::routing_host;
+use crate::headers::host_of_authority;
 use crate::path::canonical_path;
 use crate::table::{Candidate, HostClass, RequestFacts, RouteTable};
 
@@ -75,10 +74,8 @@ impl MatchQuery {
                 // The same normalization the proxy applies to `Host`.
                 let value = HeaderValue::from_str(&raw)
                     .map_err(|_| format!("host `{raw}` is not valid"))?;
-                let mut with_host = HeaderMap::new();
-                with_host.insert(HOST, value);
                 Some(
-                    routing_host(&with_host, &Uri::from_static("/"))
+                    host_of_authority(&value)
                         .ok_or_else(|| format!("host `{raw}` is not valid"))?,
                 )
             }
