@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{client, eventually, json_of, SwitchyardProcess, TestRouter, Upstream};
+use support::{client, eventually, greeting, json_of, SwitchyardProcess, TestRouter, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long an edit may take to go live with the watcher. SPEC 5 promises
@@ -25,17 +25,6 @@ const LIVE_WITHIN: Duration = Duration::from_secs(2);
 /// The poller needs the same bytes on two reads one interval apart, so an
 /// edit can take two intervals; the margin is for a loaded machine.
 const POLL_LIVE_WITHIN: Duration = Duration::from_secs(5);
-
-/// A table with one route, `/greeting`, answering `text`.
-fn greeting(text: &str) -> String {
-    format!(
-        "routes:
-  greeting:
-    prefix: /greeting
-    respond: {{ body: \"{text}\" }}
-"
-    )
-}
 
 fn sha256_hex(bytes: &str) -> String {
     Sha256::digest(bytes.as_bytes())

@@ -7,22 +7,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{eventually, TestRouter};
+use support::{eventually, greeting, TestRouter};
 
 /// How long an edit may take to go live in these tests. SPEC 5 promises
 /// 200 ms; the margin absorbs a loaded CI machine.
 const LIVE_WITHIN: Duration = Duration::from_secs(1);
-
-/// A table with one route, `/greeting`, answering `text`.
-fn greeting(text: &str) -> String {
-    format!(
-        "routes:
-  greeting:
-    prefix: /greeting
-    respond: {{ body: \"{text}\" }}
-"
-    )
-}
 
 /// `greeting` with a misspelled field (`prefx`) on line 3.
 const TYPO: &str = "routes:

@@ -33,6 +33,18 @@ pub use self::wire::{
     client, json_of, send_raw, send_raw_until_closed, streamed_body, RawResponse,
 };
 
+/// A route file with one route, `/greeting`, answering `text`: the smallest
+/// table whose edits show in a response.
+pub fn greeting(text: &str) -> String {
+    format!(
+        "routes:
+  greeting:
+    prefix: /greeting
+    respond: {{ body: \"{text}\" }}
+"
+    )
+}
+
 /// How often [`eventually`] probes: short against the 1 s reload deadline,
 /// long enough not to flood the router with probes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);

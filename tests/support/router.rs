@@ -181,25 +181,23 @@ impl TestRouter {
         self.client.request(method, self.proxy_url(path))
     }
 
-    /// GETs an admin endpoint and reads its JSON answer.
-    pub async fn admin_json(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
+    async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client
             .get(self.admin_url(path))
             .send()
             .await
-            .expect("the admin listener answers");
+            .expect("the admin listener answers")
+    }
+
+    /// GETs an admin endpoint and reads its JSON answer.
+    pub async fn admin_json(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.admin_get(path).await;
         (response.status(), json_of(response).await)
     }
 
     /// GETs an admin endpoint that answers text (such as `/metrics`).
     pub async fn admin_text(&self, path: &str) -> (StatusCode, String) {
-        let response = self
-            .client
-            .get(self.admin_url(path))
-            .send()
-            .await
-            .expect("the admin listener answers");
+        let response = self.admin_get(path).await;
         let status = response.status();
         (status, response.text().await.expect("a text body"))
     }
