@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use switchyard::config::Source;
-use switchyard::reload;
-use switchyard::table::RouteTable;
+use switchyard::reload::reloader;
+use switchyard::routes::config::Source;
+use switchyard::routes::table::RouteTable;
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
 
@@ -87,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..5 {
         let started = Instant::now();
         let source = Source::read(&scratch)?;
-        let table = Arc::new(reload::build(&source, 1)?);
+        let table = Arc::new(reloader::build(&source, 1)?);
         swap.store(table);
         rounds.push(format!("{:.1}", ms(started.elapsed())));
     }
@@ -104,7 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "10,000-route file from write to live through the watcher: {:.1} ms (includes the {:?} debounce)",
         ms(written.elapsed()),
-        switchyard::watch::DEBOUNCE
+        switchyard::reload::watch::DEBOUNCE
     );
 
     let _ = stop.send(());

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
-use switchyard::table::{RouteTable, TableMeta};
+use switchyard::routes::table::{RouteTable, TableMeta};
 
 /// How often the writer swaps in a new table: far more often than any real
 /// reload, to make writer contention visible.

@@ -9,8 +9,8 @@ use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, Method};
-use switchyard::config;
-use switchyard::table::{RequestFacts, RouteTable, TableMeta};
+use switchyard::routes::config;
+use switchyard::routes::table::{RequestFacts, RouteTable, TableMeta};
 
 mod common;
 use common::route_file;

@@ -1,40 +1,25 @@
 //! Switchyard: a sidecar HTTP router whose route table is read without locks
 //! and replaced atomically while it serves.
 //!
-//! Module map, in the order a request meets them:
+//! The parts, each a folder, each importing only the parts listed before it:
 //!
-//! - [`server`]: accept loop, HTTP/1.1 and HTTP/2, limits, draining.
-//! - [`proxy`]: the request path: one table snapshot, route, forward, stream.
-//! - [`path`]: the canonical request path, matched and sent alike.
-//! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, request ids.
-//! - [`table`]: the immutable route table and its precedence-ordered lookup.
-//! - [`error`]: proxy errors and their JSON responses.
-//! - [`config`]: `routes.yaml` as written, checked field by field.
-//! - [`reload`]: build off to the side, swap atomically, status and history.
-//! - [`watch`]: file watcher (or poller) that triggers reloads.
-//! - [`admin`]: the admin API.
-//! - [`explain`]: why a request would go where it goes (`/routes/match`).
-//! - [`metrics`]: per-route counters held in the table, `/metrics`.
-//! - [`access`]: one access-log line per request, when its body ends.
-//! - [`log_writer`]: batched log output that never makes a request wait.
-//! - [`log_format`]: pretty log lines, with a cheap format for access events.
+//! - [`routes`]: the route file and what is built from it: the checked
+//!   config, the immutable table and its lookup, paths, hosts, the
+//!   explainer, the per-route counters a table holds.
+//! - [`observe`]: what the router tells about itself: metrics, access
+//!   logs, batched log output.
+//! - [`proxy`]: the request path: listeners, the handler, header hygiene,
+//!   errors.
+//! - [`reload`]: building a new table off to the side and swapping it in,
+//!   and the watcher that triggers it.
+//! - [`admin`]: the admin API and dashboard.
 //! - [`run`]: wiring it all together, and the shutdown sequence.
 
-pub mod access;
 pub mod admin;
-pub mod config;
-pub mod error;
-pub mod explain;
-pub mod headers;
-pub mod log_format;
-pub mod log_writer;
-pub mod metrics;
-pub mod path;
+pub mod observe;
 pub mod proxy;
 pub mod reload;
+pub mod routes;
 pub mod run;
-pub mod server;
-pub mod table;
-pub mod watch;
 
 pub use run::{Options, Switchyard};

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use switchyard::config::Source;
-use switchyard::log_format::PrettyLines;
-use switchyard::log_writer::{BatchedStderr, FlushGuard};
-use switchyard::table::RouteTable;
+use switchyard::observe::log_format::PrettyLines;
+use switchyard::observe::log_writer::{BatchedStderr, FlushGuard};
+use switchyard::routes::config::Source;
+use switchyard::routes::table::RouteTable;
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
 
@@ -101,7 +101,8 @@ fn main() -> ExitCode {
 
 /// Validates and prints either the errors or one line per route.
 fn check(args: &CheckArgs) -> ExitCode {
-    let table = Source::read(&args.config).and_then(|source| switchyard::reload::build(&source, 1));
+    let table = Source::read(&args.config)
+        .and_then(|source| switchyard::reload::reloader::build(&source, 1));
     match table {
         Ok(table) => {
             println!(
@@ -281,7 +282,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Logs are written by a background thread in batches (see
-/// `switchyard::log_writer`): a request formats its access line and copies
+/// `switchyard::observe::log_writer`): a request formats its access line and copies
 /// it into its thread's buffer, with no syscall and no thread wake-up.
 fn init_logging(format: LogFormat) -> Option<FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")

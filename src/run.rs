@@ -12,11 +12,11 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::oneshot;
 
 use crate::admin::{self, AdminState, Readiness};
-use crate::config::ConfigError;
-use crate::proxy::{self, ProxyState};
-use crate::reload::{Reloader, Trigger};
-use crate::server;
-use crate::watch;
+use crate::proxy::handler::{self, ProxyState};
+use crate::proxy::server;
+use crate::reload::reloader::{Reloader, Trigger};
+use crate::reload::watch;
+use crate::routes::config::ConfigError;
 
 /// The admin listener gets this long to finish its own requests at shutdown;
 /// its answers are small and fast, and the proxy has drained by then.
@@ -109,7 +109,7 @@ impl Switchyard {
         let (stop_proxy, proxy_stopped) = oneshot::channel::<()>();
         let proxy = tokio::spawn(server::serve(
             proxy_listener,
-            proxy::app(proxy_state),
+            handler::app(proxy_state),
             async move {
                 let _ = proxy_stopped.await;
             },

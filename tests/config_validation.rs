@@ -9,8 +9,8 @@
 use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
-use switchyard::config::{parse, Config, ConfigError, TargetSpec, DEFAULT_TIMEOUT};
-use switchyard::table::{RouteTable, TableMeta};
+use switchyard::routes::config::{parse, Config, ConfigError, TargetSpec, DEFAULT_TIMEOUT};
+use switchyard::routes::table::{RouteTable, TableMeta};
 
 fn meta() -> TableMeta {
     TableMeta {

@@ -153,7 +153,7 @@ async fn chunked_in_place_write_goes_live_only_when_complete_when_polling() {
     // Shorter than the poll interval: a poller cannot tell a writer that
     // pauses longer than that from one that has finished, but it must never
     // take a file it has seen only once.
-    let gap = switchyard::watch::POLL_INTERVAL * 3 / 5;
+    let gap = switchyard::reload::watch::POLL_INTERVAL * 3 / 5;
     write_in_two_chunks_and_check_the_gap(&router, gap).await;
 
     served_within(&router, POLL_LIVE_WITHIN, "/beta", "beta 2").await;
@@ -598,7 +598,7 @@ async fn concurrent_signals_admin_reloads_and_edits_never_go_back() {
     assert_eq!(response.status(), StatusCode::OK);
 
     let mut reloads = process_history(&process).await;
-    assert_eq!(reloads.len(), switchyard::reload::HISTORY_LEN);
+    assert_eq!(reloads.len(), switchyard::reload::reloader::HISTORY_LEN);
     reloads.reverse();
     for pair in reloads.windows(2) {
         let (before, after) = (&pair[0], &pair[1]);

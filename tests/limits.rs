@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{send_raw_until_closed, Echoed, TestRouter, Upstream};
-use switchyard::server::HEADER_READ_TIMEOUT;
+use switchyard::proxy::server::HEADER_READ_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -7,10 +7,10 @@ use std::ops::ControlFlow;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use switchyard::config::parse;
-use switchyard::headers::routing_host;
-use switchyard::path::canonical_path;
-use switchyard::table::{HostClass, RequestFacts, RouteTable, TableMeta};
+use switchyard::proxy::headers::routing_host;
+use switchyard::routes::config::parse;
+use switchyard::routes::path::canonical_path;
+use switchyard::routes::table::{HostClass, RequestFacts, RouteTable, TableMeta};
 
 fn meta() -> TableMeta {
     TableMeta {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use switchyard::config::ConfigError;
-use switchyard::reload::Reloader;
+use switchyard::reload::reloader::Reloader;
+use switchyard::routes::config::ConfigError;
 use switchyard::{Options, Switchyard};
 use tempfile::TempDir;
 use tokio::net::TcpListener;

@@ -17,9 +17,9 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use url::Url;
 
-use crate::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
-use crate::metrics::RouteMetrics;
-use crate::path::canonical_path;
+use crate::routes::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
+use crate::routes::counters::RouteMetrics;
+use crate::routes::path::canonical_path;
 
 /// What a table was built from, for the admin API and the reload log.
 #[derive(Debug, Clone)]
@@ -347,7 +347,7 @@ impl RouteTable {
         visit_trie(&self.any_host, HostClass::Any)
     }
 
-    fn run_tests(&self, tests: &[crate::config::RouteTest]) -> Result<(), ConfigError> {
+    fn run_tests(&self, tests: &[crate::routes::config::RouteTest]) -> Result<(), ConfigError> {
         for (index, test) in tests.iter().enumerate() {
             let bad = |reason: String| ConfigError::BadTest {
                 index,

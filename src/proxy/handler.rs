@@ -24,16 +24,16 @@ use hyper_util::rt::TokioIo;
 
 use url::Url;
 
-use crate::access::{Exchange, Routed};
-use crate::config::RespondSpec;
-use crate::error::ProxyError;
-use crate::headers::{
-    ensure_request_id, host_of_authority, request_authority, set_forwarded, strip_hop_by_hop,
-    upgrade_requested, REQUEST_ID,
+use crate::observe::access::{Exchange, Routed};
+use crate::proxy::error::ProxyError;
+use crate::proxy::headers::{
+    ensure_request_id, request_authority, set_forwarded, strip_hop_by_hop, upgrade_requested,
+    REQUEST_ID,
 };
-use crate::metrics::UpstreamErrorKind;
-use crate::path::{canonical_path, upstream_path};
-use crate::table::{Destination, RequestFacts, Route, RouteTable};
+use crate::routes::config::RespondSpec;
+use crate::routes::host::host_of_authority;
+use crate::routes::path::{canonical_path, upstream_path};
+use crate::routes::table::{Destination, RequestFacts, Route, RouteTable};
 
 /// Idle upstream connections are closed after this long; below the common
 /// 60 s to 120 s keep-alive of upstream servers, so the router is the side
@@ -108,7 +108,7 @@ async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
     let (mut response, error) = match routing.await {
         Ok(response) => (response, None),
         Err(error) => {
-            let upstream = UpstreamErrorKind::of(&error);
+            let upstream = error.upstream_error_kind();
             if upstream.is_some() {
                 // The detail (an OS error, an address) is for the operator,
                 // never for the client.

@@ -1,43 +1,23 @@
-//! Metrics (SPEC 3): the per-route counters that the request path bumps, and
-//! the registry that `GET /metrics` encodes in the Prometheus text format.
+//! Per-route counters (SPEC 3) that a route table holds: requests by status
+//! code, a duration histogram, and upstream errors by kind.
 //!
 //! The request path never takes a lock. Each route's [`RouteMetrics`] is
 //! created when its table is built and lives inside that table, so a
 //! request reaches its counters through the snapshot it already holds and
 //! pays a few relaxed atomic increments. prometheus-client's own `Family`
 //! (a map behind a lock) and `Histogram` (a mutex per observation) are not
-//! used for per-request values for that reason; its registry, its text
-//! encoder and its `Collector` trait are, so the exposition follows the
-//! official client exactly. Per-route series are encoded at scrape time from
-//! whatever table is live, so a route that is removed drops out of
-//! `/metrics`, and a route that keeps its name keeps its counters across
-//! reloads (see [`RouteTable::carry_metrics_from`]).
+//! used for per-request values for that reason. A route that keeps its name
+//! keeps its counters across reloads (see
+//! [`RouteTable::carry_metrics_from`]); `observe::metrics` encodes them at
+//! scrape time.
 //!
-//! [`RouteTable::carry_metrics_from`]: crate::table::RouteTable::carry_metrics_from
+//! [`RouteTable::carry_metrics_from`]: crate::routes::table::RouteTable::carry_metrics_from
 
-use std::fmt;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::StatusCode;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
-
-use crate::config::TargetSpec;
-use crate::error::ProxyError;
-use crate::table::{Generations, RouteTable};
-
-/// The `route` label of requests that no route matched.
-pub const NO_ROUTE: &str = "_none";
-
-/// The `Content-Type` of `GET /metrics`.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the duration histogram, in microseconds: 1 ms to 10 s in
 /// roughly 2.5x steps, which covers a sidecar hop (sub-millisecond, in the
@@ -167,18 +147,6 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::BodyAborted => "upstream_body_aborted",
         }
     }
-
-    /// The upstream fault behind a proxy error, if it was one.
-    pub fn of(error: &ProxyError) -> Option<Self> {
-        match error {
-            ProxyError::UpstreamUnavailable { .. } => Some(UpstreamErrorKind::Unavailable),
-            ProxyError::UpstreamTimeout { .. } => Some(UpstreamErrorKind::Timeout),
-            ProxyError::InvalidUpstreamResponse { .. } => Some(UpstreamErrorKind::InvalidResponse),
-            ProxyError::NoRoute { .. }
-            | ProxyError::BadTarget(_)
-            | ProxyError::AmbiguousFraming => None,
-        }
-    }
 }
 
 /// A histogram made of atomics. The `+Inf` count is the sum of the bucket
@@ -256,6 +224,12 @@ impl RouteMetrics {
     }
 
     /// Requests counted so far, by status code label, codes never seen left out.
+    /// (sum in seconds, count, per-bucket counts with upper bounds in
+    /// seconds) of the request durations seen so far.
+    pub fn durations(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        self.duration.snapshot()
+    }
+
     pub fn codes(&self) -> impl Iterator<Item = (String, u64)> {
         self.codes.snapshot().into_iter()
     }
@@ -270,149 +244,10 @@ impl RouteMetrics {
     }
 }
 
-type ResultLabel = [(&'static str, &'static str); 1];
-
-/// The process's metrics: the registry `/metrics` encodes, and the reload
-/// counters. Everything per route is read from the live table at scrape time.
-#[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
-    reloads_ok: Counter,
-    reloads_error: Counter,
-}
-
-impl Metrics {
-    pub fn new(live: Arc<ArcSwap<RouteTable>>, generations: Generations) -> Self {
-        let mut registry = Registry::default();
-        let reloads = Family::<ResultLabel, Counter>::default();
-        // Both results exist from the start at 0, so `increase()` and alerts
-        // on errors work before the first failure. Created here, never on a
-        // request path.
-        let reloads_ok = reloads.get_or_create(&[("result", "ok")]).clone();
-        let reloads_error = reloads.get_or_create(&[("result", "error")]).clone();
-        registry.register(
-            "switchyard_config_reloads",
-            "Reload attempts that put a new table live (ok) or were rejected (error)",
-            reloads,
-        );
-        registry.register_collector(Box::new(LiveCollector { live, generations }));
-        Metrics {
-            registry,
-            reloads_ok,
-            reloads_error,
-        }
-    }
-
-    pub fn reload_ok(&self) {
-        self.reloads_ok.inc();
-    }
-
-    pub fn reload_error(&self) {
-        self.reloads_error.inc();
-    }
-
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn encode(&self) -> Result<String, fmt::Error> {
-        let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
-        Ok(text)
-    }
-}
-
-/// Encodes everything that belongs to the live table at scrape time.
-#[derive(Debug)]
-struct LiveCollector {
-    live: Arc<ArcSwap<RouteTable>>,
-    generations: Generations,
-}
-
-impl Collector for LiveCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let table = self.live.load_full();
-        let routes = || {
-            table
-                .routes()
-                .iter()
-                .map(|route| (route.name(), &*route.metrics, Some(&route.spec.target)))
-                .chain(std::iter::once((NO_ROUTE, &*table.unrouted, None)))
-        };
-
-        let gauges: [(&str, &str, u64); 3] = [
-            (
-                "switchyard_config_version",
-                "Version of the live route table; grows by one per table put live",
-                table.meta.version,
-            ),
-            (
-                "switchyard_routes",
-                "Routes in the live table",
-                table.routes().len() as u64,
-            ),
-            (
-                "switchyard_config_generations_live",
-                "Route tables still alive: the live one plus old ones held by in-flight requests",
-                self.generations.live() as u64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            encoder
-                .encode_descriptor(name, help, None, MetricType::Gauge)?
-                .encode_gauge(&value)?;
-        }
-
-        let mut requests = encoder.encode_descriptor(
-            "switchyard_requests",
-            "Requests answered, by route and status code",
-            None,
-            MetricType::Counter,
-        )?;
-        for (route, metrics, _) in routes() {
-            for (code, count) in metrics.codes() {
-                let labels = [("route", route), ("code", code.as_str())];
-                requests
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
-            }
-        }
-
-        let mut durations = encoder.encode_descriptor(
-            "switchyard_request_duration",
-            "Time from receiving a request to the end of its response body",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (route, metrics, _) in routes() {
-            let (sum, count, buckets) = metrics.duration.snapshot();
-            durations
-                .encode_family(&[("route", route)])?
-                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-        }
-
-        let mut errors = encoder.encode_descriptor(
-            "switchyard_upstream_errors",
-            "Upstream exchanges that failed, by route and kind",
-            None,
-            MetricType::Counter,
-        )?;
-        // Every kind of every upstream route is shown, zeros included, so a
-        // rate over it exists before the first error.
-        for (route, metrics, target) in routes() {
-            if !matches!(target, Some(TargetSpec::Upstreams(_))) {
-                continue;
-            }
-            for (kind, count) in metrics.upstream_errors() {
-                let labels = [("route", route), ("kind", kind.label())];
-                errors
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]

@@ -8,6 +8,8 @@ use http::StatusCode;
 use serde_json::json;
 use std::time::Duration;
 
+use crate::routes::counters::UpstreamErrorKind;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route for host {host:?} and path {path}")]
@@ -44,6 +46,19 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The upstream fault behind this error, if it was one: the `kind` its
+    /// route's counters count it under.
+    pub fn upstream_error_kind(&self) -> Option<UpstreamErrorKind> {
+        match self {
+            ProxyError::UpstreamUnavailable { .. } => Some(UpstreamErrorKind::Unavailable),
+            ProxyError::UpstreamTimeout { .. } => Some(UpstreamErrorKind::Timeout),
+            ProxyError::InvalidUpstreamResponse { .. } => Some(UpstreamErrorKind::InvalidResponse),
+            ProxyError::NoRoute { .. }
+            | ProxyError::BadTarget(_)
+            | ProxyError::AmbiguousFraming => None,
         }
     }
 

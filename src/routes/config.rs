@@ -5,7 +5,7 @@
 //! status code, a header) is checked while it is deserialized, so the error
 //! carries serde_yaml's line and column and the path of the field. Checks that
 //! need the whole table (conflicting routes, the `tests:` section) live in
-//! [`crate::table`]. All use of serde_yaml stays in this module.
+//! [`crate::routes::table`]. All use of serde_yaml stays in this module.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use url::Url;
 
-use crate::path::canonical_path;
+use crate::routes::path::canonical_path;
 
 /// A route without `timeout` waits this long for response headers; long
 /// enough for slow APIs, short enough that a hung upstream frees the client.

@@ -28,8 +28,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::metrics::{UpstreamErrorKind, NO_ROUTE};
-use crate::table::RouteTable;
+use crate::observe::metrics::NO_ROUTE;
+use crate::routes::counters::UpstreamErrorKind;
+use crate::routes::table::RouteTable;
 
 /// The `tracing` target of access-log events, so they can be filtered on
 /// their own: `SWITCHYARD_LOG=info,switchyard::access=off`.
@@ -82,7 +83,7 @@ impl Outcome {
 impl Exchange {
     /// Starts observing; call before the request is consumed.
     /// `host` is the request's authority as sent (see
-    /// [`crate::headers::request_authority`]).
+    /// [`crate::proxy::headers::request_authority`]).
     pub fn begin<B>(
         table: Arc<RouteTable>,
         request: &http::Request<B>,

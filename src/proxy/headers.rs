@@ -7,10 +7,12 @@
 //! in `Connection`, and stripping last would let it delete the headers the
 //! router just set (the Apache CVE-2022-31813 pattern).
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
 use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+use crate::routes::host::host_of_authority;
 
 /// The request id header, kept from the client or generated, sent upstream
 /// and returned to the client.
@@ -26,10 +28,6 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// and upstream requests, and 200 bytes holds any UUID, ULID or trace id
 /// format in use with room to spare.
 pub const MAX_REQUEST_ID_LEN: usize = 200;
-
-/// The longest DNS name (RFC 1035 3.1, in text form without the trailing
-/// dot); anything longer in `Host` is not a name we could have a route for.
-pub const MAX_HOST_LEN: usize = 253;
 
 /// Removes hop-by-hop headers: `Connection` and every header it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`
@@ -207,56 +205,12 @@ pub fn routing_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     host_of_authority(&request_authority(headers, uri)?)
 }
 
-/// [`routing_host`] for an authority already taken from the request.
-pub fn host_of_authority(authority: &HeaderValue) -> Option<String> {
-    normalize_host(authority.to_str().ok()?)
-}
-
-fn normalize_host(authority: &str) -> Option<String> {
-    if let Some(bracketed) = authority.strip_prefix('[') {
-        let (literal, rest) = bracketed.split_once(']')?;
-        if !is_valid_port_suffix(rest) {
-            return None;
-        }
-        // Parsing rejects zone ids and IPvFuture, which no route can name,
-        // and printing gives one spelling per address.
-        let addr: Ipv6Addr = literal.parse().ok()?;
-        return Some(format!("[{addr}]"));
-    }
-
-    let (name, port) = match authority.find(':') {
-        Some(colon) => authority.split_at(colon),
-        None => (authority, ""),
-    };
-    if !is_valid_port_suffix(port) {
-        return None;
-    }
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let valid = !name.is_empty()
-        && name.len() <= MAX_HOST_LEN
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    valid.then(|| name.to_ascii_lowercase())
-}
-
-/// Empty, or `:` and a port number (RFC 3986 allows an empty port).
-fn is_valid_port_suffix(suffix: &str) -> bool {
-    match suffix.strip_prefix(':') {
-        None => suffix.is_empty(),
-        Some("") => true,
-        Some(port) => port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
+    use crate::routes::host::MAX_HOST_LEN;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

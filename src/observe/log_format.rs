@@ -15,7 +15,7 @@ use tracing_subscriber::fmt::time::SystemTime;
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::access;
+use crate::observe::access;
 
 /// The default format for everything but access events.
 pub struct PrettyLines {

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use crate::config::{self, ConfigError, RouteSpec, Source};
-use crate::metrics::Metrics;
-use crate::table::{Generations, Route, RouteTable, TableMeta};
+use crate::observe::metrics::Metrics;
+use crate::routes::config::{self, ConfigError, RouteSpec, Source};
+use crate::routes::table::{Generations, Route, RouteTable, TableMeta};
 
 /// How many attempts `GET /reloads` remembers: enough to see an operator's
 /// last few edits, small enough to serialize on every request.
@@ -77,9 +77,14 @@ impl RouteDiff {
 }
 
 /// One reload attempt, as `GET /reloads` shows it.
+/// Serializes a time as RFC 3339 UTC with whole seconds.
+pub fn rfc3339<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_seconds(*at))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
-    #[serde(serialize_with = "crate::admin::rfc3339")]
+    #[serde(serialize_with = "rfc3339")]
     pub at: SystemTime,
     pub trigger: Trigger,
     pub result: ReloadResult,
@@ -95,7 +100,7 @@ pub struct Attempt {
 #[derive(Debug, Clone, Serialize)]
 pub struct LastReload {
     pub ok: bool,
-    #[serde(serialize_with = "crate::admin::rfc3339")]
+    #[serde(serialize_with = "rfc3339")]
     pub at: SystemTime,
     pub error: Option<String>,
 }

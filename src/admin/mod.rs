@@ -12,14 +12,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::config::{HostPattern, RouteSpec, TargetSpec};
-use crate::explain::{explain, MatchQuery, NoMatch};
-use crate::metrics::{RouteMetrics, NO_ROUTE};
-use crate::reload::{ReloadResult, Reloader, RouteDiff, Trigger};
-use crate::table::RouteTable;
+use crate::observe::metrics::NO_ROUTE;
+use crate::reload::reloader::{rfc3339, ReloadResult, Reloader, RouteDiff, Trigger};
+use crate::routes::config::{HostPattern, RouteSpec, TargetSpec};
+use crate::routes::counters::RouteMetrics;
+use crate::routes::explain::{explain, MatchQuery, NoMatch};
+use crate::routes::table::RouteTable;
 
 /// Whether the router should receive traffic: set once the proxy listener
 /// is bound, cleared the moment a shutdown signal arrives.
@@ -54,11 +55,6 @@ pub fn app(state: AdminState) -> Router {
         .route("/stats", get(stats))
         .route("/", get(dashboard))
         .with_state(state)
-}
-
-/// Serializes a time as RFC 3339 UTC with whole seconds.
-pub fn rfc3339<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*at))
 }
 
 #[derive(Serialize)]
@@ -202,7 +198,11 @@ async fn dashboard() -> Response {
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     match state.reloader.metrics().encode() {
-        Ok(text) => ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Ok(text) => (
+            [(CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot encode metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 
-use crate::config::Source;
-use crate::reload::{Reloader, Trigger};
+use crate::reload::reloader::{Reloader, Trigger};
+use crate::routes::config::Source;
 
 /// Events that arrive this close together are one change: a ConfigMap update
 /// is four directory operations, an editor's save two or three. Short enough

@@ -12,9 +12,9 @@ use std::ops::ControlFlow;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
-use crate::headers::host_of_authority;
-use crate::path::canonical_path;
-use crate::table::{Candidate, HostClass, RequestFacts, RouteTable};
+use crate::routes::host::host_of_authority;
+use crate::routes::path::canonical_path;
+use crate::routes::table::{Candidate, HostClass, RequestFacts, RouteTable};
 
 /// More `header=` parameters than this is not a question about a real
 /// request; the cap bounds the work one admin request can ask for.

@@ -1,0 +1,13 @@
+//! What the router tells about itself: metrics, access logs and the log
+//! output they go through. Reads the route table; knows nothing of the
+//! request path that feeds it.
+//!
+//! - [`metrics`]: the registry `/metrics` encodes, read from the live table.
+//! - [`access`]: one access-log line per request, when its body ends.
+//! - [`log_writer`]: batched log output that never makes a request wait.
+//! - [`log_format`]: pretty log lines, with a cheap format for access events.
+
+pub mod access;
+pub mod log_format;
+pub mod log_writer;
+pub mod metrics;

@@ -1,0 +1,12 @@
+//! The request path: from an accepted connection to an upstream response
+//! streamed back.
+//!
+//! - [`server`]: accept loop, HTTP/1.1 and HTTP/2, limits, draining.
+//! - [`handler`]: one table snapshot, route, forward, stream.
+//! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, request ids.
+//! - [`error`]: proxy errors and their JSON responses.
+
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod server;

@@ -1,0 +1,16 @@
+//! The route file and everything built from it: the ground floor, which
+//! imports no other part of the router.
+//!
+//! - [`config`]: `routes.yaml` as written, checked field by field.
+//! - [`table`]: the immutable route table and its precedence-ordered lookup.
+//! - [`path`]: the canonical request path, matched and sent alike.
+//! - [`host`]: the request host, normalized the one way routes name it.
+//! - [`explain`]: why a request would go where it goes (`/routes/match`).
+//! - [`counters`]: the per-route counters a table holds.
+
+pub mod config;
+pub mod counters;
+pub mod explain;
+pub mod host;
+pub mod path;
+pub mod table;
