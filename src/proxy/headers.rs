@@ -47,29 +47,52 @@ pub const MAX_REQUEST_ID_LEN: usize = 200;
 /// `Host` survives even when `Connection` names it: SPEC 4.3 forwards it as
 /// the client sent it, and the route was chosen on it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named = connection_options(headers);
-    for name in named {
-        if name == HOST || (keep_upgrade && name == UPGRADE) {
-            continue;
+    // One pass over the names, comparing without hashing, finds which of the
+    // fixed hop-by-hop headers are there (usually none, or `Connection`
+    // alone); only those are removed, each remove being a hash lookup.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = ALWAYS_HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
         }
-        headers.remove(&name);
     }
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    let has = |name: &HeaderName| {
+        ALWAYS_HOP_BY_HOP
+            .iter()
+            .position(|hop| hop == name)
+            .is_some_and(|i| present[i])
+    };
+    let has_upgrade = has(&UPGRADE);
+    if has(&CONNECTION) {
+        for name in connection_options(headers) {
+            if name == HOST || (keep_upgrade && name == UPGRADE) {
+                continue;
+            }
+            headers.remove(&name);
+        }
     }
-    if !keep_upgrade {
-        headers.remove(UPGRADE);
-    } else if headers.contains_key(UPGRADE) {
+    for (hop, present) in ALWAYS_HOP_BY_HOP.iter().zip(present) {
+        if present && (*hop != UPGRADE || !keep_upgrade) {
+            headers.remove(hop);
+        }
+    }
+    if keep_upgrade && has_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
+
+/// Removed from every message, whatever `Connection` says (`Upgrade` is
+/// kept while an upgrade is proxied).
+const HOP_BY_HOP_COUNT: usize = 7;
+static ALWAYS_HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
 
 /// Whether the message asks for a protocol upgrade: an `Upgrade` header and
 /// `upgrade` among the `Connection` options. Without the latter, RFC 9110
@@ -102,19 +125,11 @@ fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: IpAddr,
-    proto: &str,
+    proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
     append_forwarded_for(headers, client);
-
-    match HeaderValue::from_str(proto) {
-        Ok(proto) => {
-            headers.insert(X_FORWARDED_PROTO, proto);
-        }
-        Err(_) => {
-            headers.remove(X_FORWARDED_PROTO);
-        }
-    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
 
     match host {
         Some(host) => {
