@@ -22,4 +22,4 @@ pub mod reload;
 pub mod routes;
 pub mod run;
 
-pub use run::{Options, Switchyard};
+pub use run::{Options, ServeError, Switchyard};

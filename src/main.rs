@@ -2,6 +2,7 @@
 //! the listeners and hands over to the library. Exits 1 when the route file
 //! is missing or invalid.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,6 +65,10 @@ struct RunArgs {
     /// Keep serving this long after SIGTERM before closing the listener.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     shutdown_delay: Duration,
+    /// Request-serving threads; the default is one per CPU the process may
+    /// run on.
+    #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = switchyard::run::default_workers())]
+    workers: NonZeroUsize,
     /// Follow the route file by polling instead of a file-system watcher.
     #[arg(long, env = "SWITCHYARD_POLL", hide = true)]
     poll: bool,
@@ -188,6 +193,7 @@ fn run(args: RunArgs) -> ExitCode {
         shutdown_delay: args.shutdown_delay,
         force_poll: args.poll,
         observe_requests: !args.no_request_observability,
+        workers: args.workers,
     };
     // The same message `check` prints, so the two never disagree.
     let router = match Switchyard::load(options) {
@@ -197,7 +203,12 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control plane (signals, reloads, the watcher, the admin API) needs
+    // no more than one thread; requests are served on the workers' own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the async runtime: {error}");
@@ -239,7 +250,7 @@ async fn serve(mut router: Switchyard, listen: &str, admin: &str) -> anyhow::Res
     router
         .serve(proxy_listener, admin_listener, shutdown)
         .await
-        .context("cannot build the upstream HTTP client")
+        .map_err(anyhow::Error::from)
 }
 
 /// The exit status after a second SIGTERM or SIGINT cut the drain short:

@@ -1,15 +1,30 @@
 //! Starting and stopping a router: wires the reloader, the file watcher,
 //! SIGHUP, and both listeners together, and runs the shutdown sequence of
 //! SPEC 6 when told to stop.
+//!
+//! Requests are served by `workers` threads, each running a current-thread
+//! runtime with its own accept loop on the one proxy socket and its own
+//! upstream client, so a request, its upstream connection and the pool task
+//! that drives it stay on one thread: no work-stealing scheduler, no
+//! cross-thread wake-up between a request and its upstream. Everything
+//! else (reloads, the watcher, SIGHUP, the admin API) runs on the runtime
+//! that calls [`Switchyard::serve`], off the request threads; the log
+//! writer has a thread of its own.
+//!
+//! Each worker keeps its own pool of upstream connections, so with N
+//! workers an upstream may see up to N times the idle connections of a
+//! single pool (a connection opened by one worker is never reused by
+//! another); under load the count is what the concurrency needs either way.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::proxy::handler::{self, ProxyState};
@@ -32,6 +47,23 @@ pub struct Options {
     /// Per-request metrics and access log. Always on in production; off
     /// only to measure what they cost (`benches/observe.sh`).
     pub observe_requests: bool,
+    /// Request-serving threads.
+    pub workers: NonZeroUsize,
+}
+
+/// The CPUs this process may run on (its affinity mask and cgroup quota, as
+/// `std::thread::available_parallelism` reads them): one worker each.
+pub fn default_workers() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Why a router could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot start a worker thread: {0}")]
+    Worker(#[from] std::io::Error),
 }
 
 impl Options {
@@ -43,6 +75,7 @@ impl Options {
             shutdown_delay: Duration::ZERO,
             force_poll: false,
             observe_requests: true,
+            workers: default_workers(),
         }
     }
 }
@@ -92,29 +125,25 @@ impl Switchyard {
         proxy_listener: TcpListener,
         admin_listener: TcpListener,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<(), reqwest::Error> {
+    ) -> Result<(), ServeError> {
         let Switchyard {
             options,
             reloader,
             watch: _watch,
             hangups,
         } = self;
-        let mut proxy_state = ProxyState::new(Arc::clone(reloader.live()))?;
-        proxy_state.observe = options.observe_requests;
+        let (stop_proxy, proxy_stopped) = signal::channel(false);
+        let workers = spawn_workers(
+            proxy_listener,
+            &options,
+            &reloader,
+            proxy_stopped,
+        )?;
         let readiness = Arc::new(Readiness::default());
         // Registered before the spawn, so SIGHUP is handled from here on.
         let hangups = hangups.or_else(hangup_listener);
         let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader), hangups));
 
-        let (stop_proxy, proxy_stopped) = oneshot::channel::<()>();
-        let proxy = tokio::spawn(server::serve(
-            proxy_listener,
-            handler::app(proxy_state),
-            async move {
-                let _ = proxy_stopped.await;
-            },
-            options.drain_timeout,
-        ));
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin = tokio::spawn(server::serve(
             admin_listener,
@@ -133,9 +162,11 @@ impl Switchyard {
         readiness.set(false);
         tracing::info!(delay = ?options.shutdown_delay, drain = ?options.drain_timeout, "shutting down");
         tokio::time::sleep(options.shutdown_delay).await;
-        let _ = stop_proxy.send(());
-        if let Err(error) = proxy.await {
-            tracing::error!(%error, "proxy listener task failed");
+        let _ = stop_proxy.send(true);
+        for worker in workers {
+            if worker.await.is_err() {
+                tracing::error!("a proxy worker thread ended without draining");
+            }
         }
         let _ = stop_admin.send(());
         if let Err(error) = admin.await {
@@ -145,6 +176,51 @@ impl Switchyard {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Starts one request-serving thread per worker, each accepting on its own
+/// handle to the proxy socket (the kernel hands each connection to one of
+/// them) until `stop` turns true, then draining its own connections. Each
+/// returned receiver completes when its worker has drained.
+fn spawn_workers(
+    listener: TcpListener,
+    options: &Options,
+    reloader: &Reloader,
+    stop: signal::Receiver<bool>,
+) -> Result<Vec<oneshot::Receiver<()>>, ServeError> {
+    let listener = listener.into_std()?;
+    let mut drained = Vec::with_capacity(options.workers.get());
+    for worker in 0..options.workers.get() {
+        let mut state = ProxyState::new(Arc::clone(reloader.live()))?;
+        state.observe = options.observe_requests;
+        let listener = listener.try_clone()?;
+        let mut stop = stop.clone();
+        let drain_timeout = options.drain_timeout;
+        let (done, finished) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("switchyard-worker-{worker}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(listener) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(worker, %error, "worker cannot use the proxy socket");
+                            return;
+                        }
+                    };
+                    let stopped = async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    };
+                    server::serve(listener, handler::app(state), stopped, drain_timeout).await;
+                });
+                let _ = done.send(());
+            })?;
+        drained.push(finished);
+    }
+    Ok(drained)
 }
 
 /// SIGHUP reloads through the same path as the watcher and the admin API.

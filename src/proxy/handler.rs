@@ -15,8 +15,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, StatusCode};
 use http_body::Body as _;
@@ -26,6 +26,7 @@ use url::Url;
 
 use crate::observe::access::{Exchange, Routed};
 use crate::proxy::error::ProxyError;
+use crate::proxy::server::App;
 use crate::proxy::headers::{
     ensure_request_id, request_authority, set_forwarded, strip_hop_by_hop, upgrade_requested,
     REQUEST_ID,
@@ -84,9 +85,12 @@ pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// The proxy listener's service: every method and path goes to [`handle`].
-pub fn app(state: ProxyState) -> Router {
-    Router::new().fallback(handle).with_state(state)
+/// The proxy listener's service: every method and path goes to one
+/// handler. It is served as a service of its own, not as the fallback of an
+/// axum `Router`, whose path matching and layers of boxed services a
+/// catch-all route would pay for on every request without using them.
+pub fn app(state: ProxyState) -> impl App {
+    handle.with_state(state)
 }
 
 async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
@@ -156,9 +160,10 @@ async fn route_request(
     routed.route = Some(route.index);
     match route.destination() {
         Destination::Respond(respond) => Ok(fixed_response(respond)),
-        Destination::Upstream { index, url } => {
+        Destination::Upstream { index, url, origin } => {
             routed.upstream = Some(index);
-            forward(state, route, url, &path, request, authority).await
+            let target = UpstreamTarget { url, origin };
+            forward(state, route, target, &path, request, authority).await
         }
     }
 }
@@ -170,10 +175,54 @@ fn fixed_response(respond: &RespondSpec) -> Response {
     response
 }
 
+/// The upstream a request goes to, as the route table holds it.
+struct UpstreamTarget<'a> {
+    url: &'a Url,
+    origin: &'a str,
+}
+
+impl UpstreamTarget<'_> {
+    /// The URL a request for the canonical `path` with `query` is sent to:
+    /// written out in one buffer and parsed once, with the rules reqwest
+    /// sends by (the path is already in the form `Url` gives it).
+    fn request_url(
+        &self,
+        route: &Route,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Url, ProxyError> {
+        let path = upstream_path(
+            self.url.path(),
+            &route.spec.prefix,
+            path,
+            route.spec.strip_prefix,
+        );
+        let query_len = query.map_or(0, |q| q.len() + 1);
+        let mut target = String::with_capacity(self.origin.len() + path.len() + query_len);
+        target.push_str(self.origin);
+        target.push_str(&path);
+        match query {
+            // A `#` would end the query and start a fragment, which is never
+            // sent; `set_query` escapes it instead, as the query was meant.
+            Some(query) if query.contains('#') => {
+                let mut url = Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
+                url.set_query(Some(query));
+                Ok(url)
+            }
+            Some(query) => {
+                target.push('?');
+                target.push_str(query);
+                Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))
+            }
+            None => Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string())),
+        }
+    }
+}
+
 async fn forward(
     state: &ProxyState,
     route: &Route,
-    upstream: &Url,
+    upstream: UpstreamTarget<'_>,
     path: &str,
     request: Request,
     original_host: Option<HeaderValue>,
@@ -181,15 +230,7 @@ async fn forward(
     let mut request = request;
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let mut url = upstream.clone();
-    let target_path = upstream_path(
-        url.path(),
-        &route.spec.prefix,
-        path,
-        route.spec.strip_prefix,
-    );
-    url.set_path(&target_path);
-    url.set_query(parts.uri.query());
+    let url = upstream.request_url(route, path, parts.uri.query())?;
 
     let client_addr = parts
         .extensions
@@ -202,7 +243,9 @@ async fn forward(
     if let Some(ip) = client_addr {
         set_forwarded(headers, ip, "http", original_host.as_ref());
     }
-    if let Some(host) = original_host {
+    // Over HTTP/1.1 with an origin-form target the authority is the `Host`
+    // header itself, already in place.
+    if let Some(host) = original_host.filter(|_| parts.uri.authority().is_some()) {
         headers.insert(HOST, host);
     }
 

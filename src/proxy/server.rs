@@ -6,7 +6,12 @@
 //! without limit for connections at shutdown. axum's `Router` is still the
 //! service; hyper-util's auto builder speaks HTTP/1.1 and cleartext HTTP/2
 //! (prior knowledge) on the same port.
+//!
+//! A listener is served by one task on whatever runtime calls [`serve`]:
+//! the proxy's workers each run one on their own thread (see `run`), the
+//! admin API one on the control runtime.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,7 +27,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::util::Oneshot;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// A client that has not sent its request headers within this time is
 /// disconnected (SPEC 4.9): long enough for a slow mobile link, short enough
@@ -38,12 +43,30 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// this long before accepting again, instead of spinning on the error.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// What a listener serves: axum's `Router` for the admin API, the proxy's
+/// handler as a service of its own for the request path.
+pub trait App:
+    Service<http::Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `app` on `listener` until `stop` completes, then stops accepting
 /// and gives open connections up to `drain_timeout` to finish their requests.
 /// Returns once every connection has closed or the deadline passed.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     stop: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
@@ -132,15 +155,15 @@ impl FirstRequest {
 /// Adapts the router to hyper, giving each request the client's address the
 /// way `axum::serve` would (`ConnectInfo`), and noting that the connection
 /// has sent a request.
-fn with_peer(
-    app: Router,
+fn with_peer<A: App>(
+    app: A,
     peer: SocketAddr,
     first_request: FirstRequest,
-) -> impl Fn(http::Request<Incoming>) -> Oneshot<Router, http::Request<axum::body::Body>> + Clone {
+) -> impl Fn(http::Request<Incoming>) -> Oneshot<A, http::Request<Incoming>> + Clone {
     move |mut request: http::Request<Incoming>| {
         first_request.mark();
         request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request.map(axum::body::Body::new))
+        app.clone().oneshot(request)
     }
 }
 

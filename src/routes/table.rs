@@ -64,6 +64,10 @@ pub struct Route {
     /// reload starts the rotation afresh; taking a turn is one relaxed
     /// atomic increment.
     next_upstream: AtomicUsize,
+    /// Each upstream's `scheme://host:port`, in `upstreams` order: what a
+    /// request's target is appended to, written out once per table so the
+    /// request path does not take a URL apart and put it back together.
+    origins: Box<[Box<str>]>,
 }
 
 impl Route {
@@ -80,6 +84,7 @@ impl Route {
                 Destination::Upstream {
                     index,
                     url: &urls[index],
+                    origin: &self.origins[index],
                 }
             }
             TargetSpec::Respond(respond) => Destination::Respond(respond),
@@ -115,7 +120,12 @@ impl Route {
 /// list) or the router's own fixed response.
 #[derive(Debug, Clone, Copy)]
 pub enum Destination<'a> {
-    Upstream { index: usize, url: &'a Url },
+    Upstream {
+        index: usize,
+        url: &'a Url,
+        /// `url` up to its path: `scheme://host:port`.
+        origin: &'a str,
+    },
     Respond(&'a RespondSpec),
 }
 
@@ -227,11 +237,19 @@ impl RouteTable {
                 None => &mut table.any_host,
             };
             trie.insert(&spec.prefix, index);
+            let origins = match &spec.target {
+                TargetSpec::Upstreams(urls) => urls
+                    .iter()
+                    .map(|url| url[..url::Position::BeforePath].into())
+                    .collect(),
+                TargetSpec::Respond(_) => Box::default(),
+            };
             table.routes.push(Route {
                 spec,
                 index,
                 metrics: Arc::default(),
                 next_upstream: AtomicUsize::new(0),
+                origins,
             });
         }
         let routes = &table.routes;

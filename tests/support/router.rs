@@ -48,7 +48,7 @@ pub struct TestRouter {
     reloader: Arc<Reloader>,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
-    served: Option<JoinHandle<Result<(), reqwest::Error>>>,
+    served: Option<JoinHandle<Result<(), switchyard::ServeError>>>,
 }
 
 impl TestRouter {
