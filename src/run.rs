@@ -133,12 +133,7 @@ impl Switchyard {
             hangups,
         } = self;
         let (stop_proxy, proxy_stopped) = signal::channel(false);
-        let workers = spawn_workers(
-            proxy_listener,
-            &options,
-            &reloader,
-            proxy_stopped,
-        )?;
+        let workers = spawn_workers(proxy_listener, &options, &reloader, proxy_stopped)?;
         let readiness = Arc::new(Readiness::default());
         // Registered before the spawn, so SIGHUP is handled from here on.
         let hangups = hangups.or_else(hangup_listener);

@@ -26,11 +26,11 @@ use url::Url;
 
 use crate::observe::access::{Exchange, Routed};
 use crate::proxy::error::ProxyError;
-use crate::proxy::server::App;
 use crate::proxy::headers::{
     ensure_request_id, request_authority, set_forwarded, strip_hop_by_hop, upgrade_requested,
     REQUEST_ID,
 };
+use crate::proxy::server::App;
 use crate::routes::config::RespondSpec;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::{canonical_path, upstream_path};
@@ -205,7 +205,8 @@ impl UpstreamTarget<'_> {
             // A `#` would end the query and start a fragment, which is never
             // sent; `set_query` escapes it instead, as the query was meant.
             Some(query) if query.contains('#') => {
-                let mut url = Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
+                let mut url =
+                    Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
                 url.set_query(Some(query));
                 Ok(url)
             }

@@ -196,6 +196,17 @@ impl SwitchyardProcess {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The router's request-serving threads, counted by name in
+    /// `/proc/PID/task` (the kernel keeps 15 bytes of a thread's name).
+    pub fn worker_threads(&self) -> usize {
+        let pid = self.child.id().expect("the router is running");
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the router's threads are listed in /proc")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("switchyard-work"))
+            .count()
+    }
+
     pub fn route_file(&self) -> &RouteFile {
         &self.route_file
     }
