@@ -72,11 +72,24 @@ struct Pairs<'a, 'w> {
 impl Pairs<'_, '_> {
     fn pair(&mut self, field: &Field, value: fmt::Arguments<'_>) {
         if self.result.is_ok() {
-            self.result = if field.name() == "message" {
-                write!(self.writer, " {value}")
-            } else {
-                write!(self.writer, " {}={value}", field.name())
-            };
+            self.result = self.name(field).and_then(|()| self.writer.write_fmt(value));
+        }
+    }
+
+    /// Writes ` name=`, or ` ` for the message; plain `write_str` calls, since
+    /// `write!` runs the whole formatting machinery for every piece.
+    fn name(&mut self, field: &Field) -> fmt::Result {
+        self.writer.write_char(' ')?;
+        if field.name() != "message" {
+            self.writer.write_str(field.name())?;
+            self.writer.write_char('=')?;
+        }
+        Ok(())
+    }
+
+    fn plain(&mut self, field: &Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.name(field).and_then(|()| self.writer.write_str(value));
         }
     }
 }
@@ -90,14 +103,29 @@ impl Visit for Pairs<'_, '_> {
                 .bytes()
                 .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == 0x7f);
         if plain || field.name() == "message" {
-            self.pair(field, format_args!("{value}"));
+            self.plain(field, value);
         } else {
             self.pair(field, format_args!("{value:?}"));
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.pair(field, format_args!("{value}"));
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = value;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        // ASCII digits, so always valid UTF-8.
+        match std::str::from_utf8(&digits[at..]) {
+            Ok(text) => self.plain(field, text),
+            Err(_) => self.pair(field, format_args!("{value}")),
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
