@@ -8,12 +8,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
 use reqwest::StatusCode;
-use support::{client, eventually, SwitchyardProcess, Upstream};
+use support::{client, eventually, held_upstream, Held, SwitchyardProcess, RELEASED};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// "At once" for `/readyz`: the first probe after the signal is normally
@@ -23,59 +21,6 @@ const AT_ONCE: Duration = Duration::from_secs(1);
 /// Long enough that a drain which waited for it would fail the test by
 /// outliving the process deadline (10 s) of the fixture.
 const LONG_DRAIN: &str = "30s";
-
-/// The body the held upstream answers with once released.
-const RELEASED: &str = "released";
-
-/// An upstream whose `/hold` answers only when the test releases it, and
-/// says on `arrived` when a request is waiting; `/quick` answers at once.
-struct Held {
-    upstream: Upstream,
-    arrived: mpsc::UnboundedReceiver<()>,
-    release: watch::Sender<bool>,
-}
-
-async fn held_upstream() -> Held {
-    let (arrived_tx, arrived) = mpsc::unbounded_channel();
-    let (release, released) = watch::channel(false);
-    let upstream = Upstream::handler(
-        axum::Router::new()
-            .route(
-                "/hold",
-                get(move || {
-                    let arrived = arrived_tx.clone();
-                    let mut released = released.clone();
-                    async move {
-                        let _ = arrived.send(());
-                        let _ = released.wait_for(|&go| go).await;
-                        RELEASED
-                    }
-                }),
-            )
-            .route("/quick", get(|| async { "quick" })),
-    )
-    .start()
-    .await;
-    Held {
-        upstream,
-        arrived,
-        release,
-    }
-}
-
-impl Held {
-    /// Waits until a request is held at the upstream.
-    async fn arrival(&mut self) {
-        tokio::time::timeout(Duration::from_secs(5), self.arrived.recv())
-            .await
-            .expect("the request reaches the upstream")
-            .expect("the upstream is running");
-    }
-
-    fn release(&self) {
-        let _ = self.release.send(true);
-    }
-}
 
 async fn router_for(held: &Held, extra: &[&str]) -> SwitchyardProcess {
     SwitchyardProcess::run_with_yaml(

@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use axum::routing::get;
 use reqwest::StatusCode;
-use support::{client, eventually, greeting, SwitchyardProcess, Upstream};
-use tokio::sync::{mpsc, watch};
+use support::{client, eventually, greeting, held_upstream, SwitchyardProcess, Upstream, RELEASED};
 use tokio::task::JoinSet;
 
 /// Concurrent connections in each test: many more than workers, so the
 /// accepts are spread over every worker (the kernel wakes them all for a
 /// pending connection, and an idle one takes it).
 const CONNECTIONS: usize = 16;
-
-const RELEASED: &str = "released";
 
 /// Sends one GET on a connection of its own (a fresh client has no pool)
 /// and returns the status and body.
@@ -97,24 +94,9 @@ async fn a_reload_reaches_every_worker() {
 
 #[tokio::test]
 async fn a_drain_waits_for_the_requests_in_flight_on_every_worker() {
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
-    let (release, released) = watch::channel(false);
-    let upstream = Upstream::handler(axum::Router::new().route(
-        "/hold",
-        get(move || {
-            let arrived = arrived_tx.clone();
-            let mut released = released.clone();
-            async move {
-                let _ = arrived.send(());
-                let _ = released.wait_for(|&go| go).await;
-                RELEASED
-            }
-        }),
-    ))
-    .start()
-    .await;
+    let mut held = held_upstream().await;
     let mut router = SwitchyardProcess::run_with_yaml(
-        &format!("routes:\n  all:\n    upstream: {}\n", upstream.url()),
+        &format!("routes:\n  all:\n    upstream: {}\n", held.upstream.url()),
         &["--workers", "2", "--drain-timeout", "30s"],
     )
     .await;
@@ -124,10 +106,7 @@ async fn a_drain_waits_for_the_requests_in_flight_on_every_worker() {
         in_flight.spawn(get_on_new_connection(router.proxy_url("/hold")));
     }
     for _ in 0..CONNECTIONS {
-        tokio::time::timeout(Duration::from_secs(10), arrived.recv())
-            .await
-            .expect("every request reaches the upstream")
-            .expect("the upstream is running");
+        held.arrival().await;
     }
 
     router.signal("TERM").await;
@@ -143,7 +122,7 @@ async fn a_drain_waits_for_the_requests_in_flight_on_every_worker() {
         in_flight.try_join_next().is_none(),
         "a request ended before its upstream answered"
     );
-    let _ = release.send(true);
+    held.release();
 
     for (status, body) in in_flight.join_all().await {
         assert_eq!((status, body.as_str()), (StatusCode::OK, RELEASED));

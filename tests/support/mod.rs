@@ -14,6 +14,7 @@
 //! part of it, so unused helpers and re-exports are expected here.
 #![allow(dead_code, unused_imports)]
 
+mod held;
 mod metrics;
 mod process;
 mod router;
@@ -23,6 +24,7 @@ mod wire;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use self::held::{held_upstream, Held, RELEASED};
 pub use self::metrics::Metrics;
 pub use self::process::{run_switchyard, switchyard_command, RouteFile, SwitchyardProcess};
 pub use self::router::{TestRouter, TestRouterBuilder};
