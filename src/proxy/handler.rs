@@ -201,22 +201,18 @@ impl UpstreamTarget<'_> {
         let mut target = String::with_capacity(self.origin.len() + path.len() + query_len);
         target.push_str(self.origin);
         target.push_str(&path);
-        match query {
-            // A `#` would end the query and start a fragment, which is never
-            // sent; `set_query` escapes it instead, as the query was meant.
-            Some(query) if query.contains('#') => {
-                let mut url =
-                    Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
-                url.set_query(Some(query));
-                Ok(url)
-            }
-            Some(query) => {
-                target.push('?');
-                target.push_str(query);
-                Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))
-            }
-            None => Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string())),
+        // A `#` would end the query and start a fragment, which is never
+        // sent; `set_query` escapes it instead, as the query was meant.
+        let escaped_query = query.filter(|q| q.contains('#'));
+        if let (Some(query), None) = (query, escaped_query) {
+            target.push('?');
+            target.push_str(query);
         }
+        let mut url = Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
+        if escaped_query.is_some() {
+            url.set_query(escaped_query);
+        }
+        Ok(url)
     }
 }
 

@@ -56,14 +56,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             present[i] = true;
         }
     }
-    let has = |name: &HeaderName| {
-        ALWAYS_HOP_BY_HOP
-            .iter()
-            .position(|hop| hop == name)
-            .is_some_and(|i| present[i])
-    };
-    let has_upgrade = has(&UPGRADE);
-    if has(&CONNECTION) {
+    let has_upgrade = present[UPGRADE_AT];
+    if present[CONNECTION_AT] {
         for name in connection_options(headers) {
             if name == HOST || (keep_upgrade && name == UPGRADE) {
                 continue;
@@ -84,6 +78,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Removed from every message, whatever `Connection` says (`Upgrade` is
 /// kept while an upgrade is proxied).
 const HOP_BY_HOP_COUNT: usize = 7;
+const CONNECTION_AT: usize = 0;
+const UPGRADE_AT: usize = 6;
 static ALWAYS_HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     KEEP_ALIVE,
