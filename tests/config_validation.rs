@@ -338,7 +338,7 @@ routes:
     let TargetSpec::Upstreams(urls) = &config.routes[0].target else {
         panic!("not an upstream route");
     };
-    assert_eq!(urls[0].as_str(), "https://users.internal:8443/v2");
+    assert_eq!(urls[0].url.as_str(), "https://users.internal:8443/v2");
 }
 
 // Targets: exactly one of upstream / upstreams / respond.

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
@@ -21,6 +21,7 @@ use crate::routes::config::{HostPattern, RouteSpec, TargetSpec};
 use crate::routes::counters::RouteMetrics;
 use crate::routes::explain::{explain, MatchQuery, NoMatch};
 use crate::routes::table::RouteTable;
+use crate::routes::upstreams::now_ms;
 
 /// Whether the router should receive traffic: set once the proxy listener
 /// is bound, cleared the moment a shutdown signal arrives.
@@ -51,6 +52,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/reload", post(reload))
         .route("/reloads", get(reloads))
         .route("/routes/match", get(route_match))
+        .route("/upstreams", get(upstreams))
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/", get(dashboard))
@@ -117,10 +119,18 @@ pub fn route_json(spec: &RouteSpec) -> Value {
         })
         .collect();
     let target = match &spec.target {
-        TargetSpec::Upstreams(urls) => json!({
-            "upstreams": urls.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+        TargetSpec::Upstreams(upstreams) => json!({
+            "upstreams": upstreams.iter().map(|u| u.url.as_str()).collect::<Vec<_>>(),
+            "weights": upstreams.iter().map(|u| u.weight).collect::<Vec<_>>(),
             "strip_prefix": spec.strip_prefix,
             "timeout_ms": spec.timeout.as_millis() as u64,
+            "health": spec.health.as_ref().map(|h| json!({
+                "path": h.path,
+                "interval_ms": h.interval.as_millis() as u64,
+                "timeout_ms": h.timeout.as_millis() as u64,
+                "healthy": h.healthy,
+                "unhealthy": h.unhealthy,
+            })),
         }),
         TargetSpec::Respond(respond) => json!({ "respond": respond.status.as_u16() }),
     };
@@ -132,6 +142,53 @@ pub fn route_json(spec: &RouteSpec) -> Value {
         "methods": spec.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
         "target": target,
     })
+}
+
+/// Every route's upstreams and their health as of now (SPEC 3).
+async fn upstreams(State(state): State<AdminState>) -> Json<Value> {
+    let table = state.reloader.live().load_full();
+    Json(json!({ "routes": upstreams_json(&table) }))
+}
+
+pub fn upstreams_json(table: &RouteTable) -> Vec<Value> {
+    let now = now_ms();
+    let wall = SystemTime::now();
+    table
+        .routes()
+        .iter()
+        .filter(|route| !route.upstreams().is_empty())
+        .map(|route| {
+            let upstreams: Vec<Value> = route
+                .upstreams()
+                .iter()
+                .map(|u| {
+                    let ejected_until = u
+                        .health
+                        .ejected_for(now)
+                        .map(|left| rfc3339_string(wall + left));
+                    let last_check = u.health.last_check_unix_ms().map(|ms| {
+                        rfc3339_string(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+                    });
+                    json!({
+                        "url": u.spec.url.as_str(),
+                        "weight": u.spec.weight,
+                        "state": u.health.state(now),
+                        "consecutive_failures": u.health.consecutive_failures(),
+                        "ejected_until": ejected_until,
+                        "last_check": last_check,
+                        "requests": u.counters.requests.load(Ordering::Relaxed),
+                        "errors": u.counters.errors.load(Ordering::Relaxed),
+                        "ejections": u.counters.ejections.load(Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            json!({ "route": route.name(), "upstreams": upstreams })
+        })
+        .collect()
+}
+
+fn rfc3339_string(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 async fn reload(State(state): State<AdminState>) -> Response {

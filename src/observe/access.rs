@@ -11,12 +11,14 @@
 //!
 //! Log fields: `method`, `host` (as sent), `path` (as sent, without the
 //! query, which may carry secrets), `route` (`_none` when unrouted),
-//! `upstream` (the base URL picked, `-` for `respond` routes), `status`,
+//! `upstream` (the base URL picked, `-` for `respond` routes; every URL
+//! tried, joined by `,`, when a try failed and the next went elsewhere), `status`,
 //! `duration_ms` (request received to body end), `bytes` (response body
 //! bytes handed to the connection; headers not included), `request_id`,
 //! `outcome` (`complete`, `aborted` when the upstream body broke off,
 //! `incomplete` when the client left first), and `error` for proxy errors.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +32,8 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use crate::observe::metrics::NO_ROUTE;
 use crate::routes::counters::UpstreamErrorKind;
-use crate::routes::table::RouteTable;
+use crate::routes::table::{Route, RouteTable};
+use crate::routes::upstreams::Tried;
 
 /// The `tracing` target of access-log events, so they can be filtered on
 /// their own: `SWITCHYARD_LOG=info,switchyard::access=off`.
@@ -41,7 +44,8 @@ pub const TARGET: &str = "switchyard::access";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Routed {
     pub route: Option<usize>,
-    pub upstream: Option<usize>,
+    /// Every upstream tried, in order; the last one answered (or failed).
+    pub upstreams: Tried,
 }
 
 /// A request being observed, from its arrival to the end of its response.
@@ -137,10 +141,10 @@ impl Exchange {
         if let Some(kind) = self.upstream_error {
             metrics.upstream_error(kind);
         }
-        let upstream = route
-            .zip(self.routed.upstream)
-            .and_then(|(r, i)| r.upstream(i));
-        if outcome == Outcome::Aborted && upstream.is_some() {
+        let upstream = route.map_or(Cow::Borrowed("-"), |r| {
+            tried_upstreams(r, &self.routed.upstreams)
+        });
+        if outcome == Outcome::Aborted && !self.routed.upstreams.is_empty() {
             metrics.upstream_error(UpstreamErrorKind::BodyAborted);
         }
         tracing::info!(
@@ -149,7 +153,7 @@ impl Exchange {
             host = self.host.as_ref().and_then(|h| h.to_str().ok()),
             path = self.uri.path(),
             route = route.map_or(NO_ROUTE, |r| r.name()),
-            upstream = upstream.map_or("-", |u| u.as_str()),
+            upstream = &*upstream,
             status = self.status.as_u16(),
             // Whole microseconds, so the number prints short.
             duration_ms = elapsed.as_micros() as f64 / 1000.0,
@@ -171,6 +175,28 @@ impl Exchange {
             || self.status.is_informational()
             || self.status == StatusCode::NO_CONTENT
             || self.status == StatusCode::NOT_MODIFIED
+    }
+}
+
+/// The upstreams a request tried, as the log names them: the base URL, or
+/// several joined by `,` when the first ones failed; `-` for none.
+fn tried_upstreams<'r>(route: &'r Route, tried: &Tried) -> Cow<'r, str> {
+    let mut urls = tried
+        .as_slice()
+        .iter()
+        .filter_map(|&i| route.upstream(usize::from(i)))
+        .map(|u| u.spec.url.as_str());
+    match (urls.next(), tried.len()) {
+        (None, _) => Cow::Borrowed("-"),
+        (Some(only), 1) => Cow::Borrowed(only),
+        (Some(first), _) => {
+            let mut all = first.to_owned();
+            for url in urls {
+                all.push(',');
+                all.push_str(url);
+            }
+            Cow::Owned(all)
+        }
     }
 }
 

@@ -9,14 +9,16 @@
 //! Nothing is ever held across an `.await`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, StatusCode};
 use http_body::Body as _;
@@ -35,6 +37,7 @@ use crate::routes::config::RespondSpec;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::{canonical_path, upstream_path};
 use crate::routes::table::{Destination, RequestFacts, Route, RouteTable};
+use crate::routes::upstreams::{now_ms, Balancer, RouteUpstream, Tried};
 
 /// Idle upstream connections are closed after this long; below the common
 /// 60 s to 120 s keep-alive of upstream servers, so the router is the side
@@ -160,10 +163,9 @@ async fn route_request(
     routed.route = Some(route.index);
     match route.destination() {
         Destination::Respond(respond) => Ok(fixed_response(respond)),
-        Destination::Upstream { index, url, origin } => {
-            routed.upstream = Some(index);
-            let target = UpstreamTarget { url, origin };
-            forward(state, route, target, &path, request, authority).await
+        Destination::Upstreams(balancer) => {
+            let tried = &mut routed.upstreams;
+            forward(state, route, balancer, tried, &path, request, authority).await
         }
     }
 }
@@ -175,51 +177,45 @@ fn fixed_response(respond: &RespondSpec) -> Response {
     response
 }
 
-/// The upstream a request goes to, as the route table holds it.
-struct UpstreamTarget<'a> {
-    url: &'a Url,
-    origin: &'a str,
-}
-
-impl UpstreamTarget<'_> {
-    /// The URL a request for the canonical `path` with `query` is sent to:
-    /// written out in one buffer and parsed once, with the rules reqwest
-    /// sends by (the path is already in the form `Url` gives it).
-    fn request_url(
-        &self,
-        route: &Route,
-        path: &str,
-        query: Option<&str>,
-    ) -> Result<Url, ProxyError> {
-        let path = upstream_path(
-            self.url.path(),
-            &route.spec.prefix,
-            path,
-            route.spec.strip_prefix,
-        );
-        let query_len = query.map_or(0, |q| q.len() + 1);
-        let mut target = String::with_capacity(self.origin.len() + path.len() + query_len);
-        target.push_str(self.origin);
-        target.push_str(&path);
-        // A `#` would end the query and start a fragment, which is never
-        // sent; `set_query` escapes it instead, as the query was meant.
-        let escaped_query = query.filter(|q| q.contains('#'));
-        if let (Some(query), None) = (query, escaped_query) {
-            target.push('?');
-            target.push_str(query);
-        }
-        let mut url = Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
-        if escaped_query.is_some() {
-            url.set_query(escaped_query);
-        }
-        Ok(url)
+/// The URL a request for the canonical `path` with `query` is sent to on
+/// `upstream`: written out in one buffer and parsed once, with the rules
+/// reqwest sends by (the path is already in the form `Url` gives it).
+fn request_url(
+    route: &Route,
+    upstream: &RouteUpstream,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Url, ProxyError> {
+    let path = upstream_path(
+        upstream.spec.url.path(),
+        &route.spec.prefix,
+        path,
+        route.spec.strip_prefix,
+    );
+    let origin = &*upstream.origin;
+    let query_len = query.map_or(0, |q| q.len() + 1);
+    let mut target = String::with_capacity(origin.len() + path.len() + query_len);
+    target.push_str(origin);
+    target.push_str(&path);
+    // A `#` would end the query and start a fragment, which is never
+    // sent; `set_query` escapes it instead, as the query was meant.
+    let escaped_query = query.filter(|q| q.contains('#'));
+    if let (Some(query), None) = (query, escaped_query) {
+        target.push('?');
+        target.push_str(query);
     }
+    let mut url = Url::parse(&target).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
+    if escaped_query.is_some() {
+        url.set_query(escaped_query);
+    }
+    Ok(url)
 }
 
 async fn forward(
     state: &ProxyState,
     route: &Route,
-    upstream: UpstreamTarget<'_>,
+    balancer: &Balancer,
+    tried: &mut Tried,
     path: &str,
     request: Request,
     original_host: Option<HeaderValue>,
@@ -227,7 +223,6 @@ async fn forward(
     let mut request = request;
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let url = upstream.request_url(route, path, parts.uri.query())?;
 
     let client_addr = parts
         .extensions
@@ -246,26 +241,78 @@ async fn forward(
         headers.insert(HOST, host);
     }
 
-    let mut outgoing = reqwest::Request::new(parts.method, url);
-    *outgoing.headers_mut() = parts.headers;
-    // A request without a body must not gain one: a stream body would make
-    // the upstream request chunked even for a GET.
-    if !body.is_end_stream() {
-        *outgoing.body_mut() = Some(reqwest::Body::wrap_stream(body.into_data_stream()));
-    }
+    let has_body = !body.is_end_stream();
+    let mut body = Some(body);
+    // Only a route with somewhere else to go keeps what a second try needs.
+    let may_retry = balancer.upstreams().len() > 1;
+    let handoff = (may_retry && has_body).then(|| BodyHandoff::new(body.take()));
+    let replayable = !has_body && parts.method.is_idempotent();
+    let deadline = tokio::time::Instant::now() + route.spec.timeout;
+    let mut last_error = None;
 
-    let timeout = route.spec.timeout;
-    let upstream_response =
-        match tokio::time::timeout(timeout, state.client.execute(outgoing)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => return Err(ProxyError::from_upstream(route.name(), &error)),
+    let upstream_response = loop {
+        let Some(index) = balancer.pick(tried) else {
+            return Err(
+                last_error.unwrap_or_else(|| ProxyError::UpstreamUnavailable {
+                    route: route.name().to_owned(),
+                    detail: "no upstream left to try".to_owned(),
+                }),
+            );
+        };
+        if !tried.is_empty() {
+            route.metrics.retried();
+        }
+        tried.push(index);
+        let upstream = &balancer.upstreams()[index];
+        upstream.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let url = request_url(route, upstream, path, parts.uri.query())?;
+
+        let mut outgoing = reqwest::Request::new(parts.method.clone(), url);
+        *outgoing.headers_mut() = if may_retry {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        // A request without a body must not gain one: a stream body would
+        // make the upstream request chunked even for a GET.
+        if let Some(handoff) = &handoff {
+            *outgoing.body_mut() = Some(handoff.body());
+        } else if let Some(body) = body.take().filter(|_| has_body) {
+            *outgoing.body_mut() = Some(reqwest::Body::wrap_stream(body.into_data_stream()));
+        }
+
+        let timeout = route.spec.timeout;
+        let error = match tokio::time::timeout_at(deadline, state.client.execute(outgoing)).await {
+            Ok(Ok(response)) => {
+                upstream.health.succeeded();
+                break response;
+            }
+            Ok(Err(error)) => error,
             Err(_) => {
+                upstream.counters.errors.fetch_add(1, Ordering::Relaxed);
+                note_failure(upstream);
                 return Err(ProxyError::UpstreamTimeout {
                     route: route.name().to_owned(),
                     timeout,
-                })
+                });
             }
         };
+        upstream.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let retry = if error.is_connect() {
+            note_failure(upstream);
+            // Nothing reached the upstream; the body goes to the next try
+            // if the first one never started reading it.
+            handoff.as_ref().is_none_or(BodyHandoff::unread)
+        } else {
+            replayable && closed_before_answering(&error)
+        };
+        let failure = ProxyError::from_upstream(route.name(), &error);
+        if !retry {
+            return Err(failure);
+        }
+        tracing::debug!(route = route.name(), upstream = %upstream.spec.url, %failure, "trying the next upstream");
+        last_error = Some(failure);
+    };
 
     if let Some(client_upgrade) = upgrade {
         if upstream_response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -284,6 +331,80 @@ async fn forward(
     // ending the response as if it were complete.
     Ok(response.map(Body::new))
 }
+
+/// Counts a connect failure or timeout against the upstream's health.
+fn note_failure(upstream: &RouteUpstream) {
+    if upstream.health.failed(now_ms()) {
+        upstream.counters.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(upstream = %upstream.spec.url, "upstream ejected after failing in a row");
+    }
+}
+
+/// Whether the upstream closed the connection before answering: what a
+/// server does to a keep-alive connection it is closing just as a request
+/// is written into it. hyper reports it as an incomplete message (or the
+/// reset as an I/O error); either way no response byte was read, so an
+/// idempotent request without a body may go elsewhere.
+fn closed_before_answering(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            if hyper_error.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// A client's request body, kept aside until a try first reads it. A connect
+/// that fails never reads the body (hyper polls it only on a connection),
+/// so the next try can still send it; once read, it is that try's alone and
+/// a request that has sent body bytes is never sent again.
+///
+/// The slot is a `std::sync::Mutex`, locked only to take the body out, once
+/// per request and never across an `.await`; the lock is uncontended.
+struct BodyHandoff(Arc<Mutex<Option<Body>>>);
+
+impl BodyHandoff {
+    fn new(body: Option<Body>) -> Self {
+        BodyHandoff(Arc::new(Mutex::new(body)))
+    }
+
+    fn unread(&self) -> bool {
+        self.0.lock().map(|slot| slot.is_some()).unwrap_or(false)
+    }
+
+    fn body(&self) -> reqwest::Body {
+        let slot = Arc::clone(&self.0);
+        let mut stream: Option<BodyDataStream> = None;
+        reqwest::Body::wrap_stream(futures_util::stream::poll_fn(move |cx| {
+            if stream.is_none() {
+                let taken = slot.lock().ok().and_then(|mut slot| slot.take());
+                stream = taken.map(Body::into_data_stream);
+            }
+            match stream.as_mut() {
+                Some(stream) => stream.poll_next_unpin(cx),
+                None => std::task::Poll::Ready(Some(Err(axum::Error::new(BodyTaken)))),
+            }
+        }))
+    }
+}
+
+/// A second try found the body already read by the first (never expected:
+/// such a request is not tried again).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body was already sent to another upstream")]
+struct BodyTaken;
 
 /// Answers the client's upgrade with the upstream's `101` and, once both
 /// sides have switched, copies bytes both ways until either side closes. The

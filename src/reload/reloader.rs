@@ -180,7 +180,7 @@ impl Reloader {
                 let table = build(source, current.meta.version + 1)
                     .map_err(|e| e.to_string())?
                     .tracked_by(&self.generations)
-                    .carry_metrics_from(&current);
+                    .carry_state_from(&current);
                 let diff = RouteDiff::between(&current, &table);
                 self.live.store(Arc::new(table));
                 Ok(Some(diff))

@@ -25,6 +25,17 @@ use crate::routes::path::canonical_path;
 /// enough for slow APIs, short enough that a hung upstream frees the client.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Active health check defaults (SPEC 2): a check every 5 s that must answer
+/// within 1 s; 2 good answers in a row bring an upstream in, 3 bad ones take
+/// it out.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_HEALTHY_AFTER: u32 = 2;
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 3;
+
+/// An upstream's weight: its share of the route's traffic (SPEC 2).
+pub const MAX_WEIGHT: u32 = 100;
+
 /// Why a route file was rejected. The message always names the route (or the
 /// test) and, where the parser knows it, the line and column.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +141,27 @@ pub struct RouteSpec {
     pub target: TargetSpec,
     pub strip_prefix: bool,
     pub timeout: Duration,
+    /// Active checks of this route's upstreams, if the file asks for them.
+    pub health: Option<HealthSpec>,
+}
+
+/// One upstream of a route and its weight in the route's round robin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSpec {
+    pub url: Url,
+    pub weight: u32,
+}
+
+/// Active health checks (SPEC 2, `health:`): `GET path` on the upstream's
+/// origin every `interval`; `healthy` good answers in a row bring it in,
+/// `unhealthy` bad ones take it out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy: u32,
+    pub unhealthy: u32,
 }
 
 /// Where a route stands in its file. It compares equal to any other
@@ -162,8 +194,14 @@ impl RouteSpec {
             text.push_str(&format!(" methods {}", names.join(",")));
         }
         match &self.target {
-            TargetSpec::Upstreams(urls) => {
-                let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
+            TargetSpec::Upstreams(upstreams) => {
+                let urls: Vec<String> = upstreams
+                    .iter()
+                    .map(|u| match u.weight {
+                        1 => u.url.to_string(),
+                        weight => format!("{} (weight {weight})", u.url),
+                    })
+                    .collect();
                 text.push_str(&format!(" -> {}", urls.join(", ")));
                 if self.strip_prefix {
                     text.push_str(" (strip prefix)");
@@ -195,7 +233,7 @@ impl fmt::Display for HostPattern {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetSpec {
-    Upstreams(Vec<Url>),
+    Upstreams(Vec<UpstreamSpec>),
     Respond(RespondSpec),
 }
 
@@ -572,7 +610,13 @@ checked_from_str!(
 #[derive(Debug, Clone)]
 struct UpstreamUrl(Url);
 
-checked_from_str!(UpstreamUrl, "an http:// or https:// URL", |text| {
+checked_from_str!(
+    UpstreamUrl,
+    "an http:// or https:// URL",
+    check_upstream_url
+);
+
+fn check_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
     let url = Url::parse(text).map_err(|e| format!("upstream `{text}`: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
@@ -592,10 +636,64 @@ checked_from_str!(UpstreamUrl, "an http:// or https:// URL", |text| {
         ));
     }
     Ok(UpstreamUrl(url))
-});
+}
+
+/// An `upstreams` entry: a URL, or `{ url, weight }`.
+#[derive(Debug, Clone)]
+struct UpstreamEntry(UpstreamSpec);
+
+impl<'de> Deserialize<'de> for UpstreamEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = UpstreamEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an upstream URL or `{ url, weight }`")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<UpstreamEntry, E> {
+                let UpstreamUrl(url) = check_upstream_url(text).map_err(E::custom)?;
+                Ok(UpstreamEntry(UpstreamSpec { url, weight: 1 }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpstreamEntry, A::Error> {
+                let raw = RawWeighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(UpstreamEntry(UpstreamSpec {
+                    url: raw.url.0,
+                    weight: raw.weight.map_or(1, |w| w.0),
+                }))
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeighted {
+    url: UpstreamUrl,
+    #[serde(default)]
+    weight: Option<Weight>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Weight(u32);
+
+impl<'de> Deserialize<'de> for Weight {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(d).map_err(|_| {
+            de::Error::custom(format!("a weight is a whole number from 1 to {MAX_WEIGHT}"))
+        })?;
+        u32::try_from(value)
+            .ok()
+            .filter(|w| (1..=MAX_WEIGHT).contains(w))
+            .map(Weight)
+            .ok_or_else(|| {
+                de::Error::custom(format!("weight {value} is not from 1 to {MAX_WEIGHT}"))
+            })
+    }
+}
 
 #[derive(Debug, Clone)]
-struct UpstreamList(Vec<Url>);
+struct UpstreamList(Vec<UpstreamSpec>);
 
 impl<'de> Deserialize<'de> for UpstreamList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -609,19 +707,85 @@ impl<'de> Deserialize<'de> for UpstreamList {
                 self,
                 mut seq: A,
             ) -> Result<UpstreamList, A::Error> {
-                let mut urls = Vec::new();
-                while let Some(UpstreamUrl(url)) = seq.next_element()? {
-                    urls.push(url);
+                let mut upstreams: Vec<UpstreamSpec> = Vec::new();
+                while let Some(UpstreamEntry(upstream)) = seq.next_element()? {
+                    // Raised here, at the repeated entry, so the position
+                    // points at it.
+                    if upstreams.iter().any(|u| u.url == upstream.url) {
+                        return Err(de::Error::custom(format!(
+                            "upstream `{}` is listed twice; give it a weight instead",
+                            upstream.url
+                        )));
+                    }
+                    upstreams.push(upstream);
                 }
-                if urls.is_empty() {
+                if upstreams.is_empty() {
                     return Err(de::Error::custom(
                         "`upstreams` is empty; list at least one URL",
                     ));
                 }
-                Ok(UpstreamList(urls))
+                Ok(UpstreamList(upstreams))
             }
         }
         d.deserialize_seq(UpstreamListVisitor)
+    }
+}
+
+/// A count of consecutive check results (`healthy`, `unhealthy`).
+#[derive(Debug, Clone, Copy)]
+struct Threshold(u32);
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(d)
+            .map_err(|_| de::Error::custom("a count of checks is a whole number from 1 to 100"))?;
+        u32::try_from(value)
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .map(Threshold)
+            .ok_or_else(|| de::Error::custom(format!("count {value} is not from 1 to 100")))
+    }
+}
+
+/// The path a health check asks for: origin-form, no fragment.
+#[derive(Debug, Clone)]
+struct CheckPath(String);
+
+checked_from_str!(CheckPath, "a path starting with `/`", |text| {
+    if !text.starts_with('/') || text.contains('#') {
+        return Err(format!(
+            "health check path `{text}` must start with `/` and have no fragment"
+        ));
+    }
+    if http::uri::PathAndQuery::try_from(text).is_err() {
+        return Err(format!("health check path `{text}` is not a valid path"));
+    }
+    Ok(CheckPath(text.to_owned()))
+});
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: CheckPath,
+    #[serde(default)]
+    interval: Option<DurationValue>,
+    #[serde(default)]
+    timeout: Option<DurationValue>,
+    #[serde(default)]
+    healthy: Option<Threshold>,
+    #[serde(default)]
+    unhealthy: Option<Threshold>,
+}
+
+impl RawHealth {
+    fn into_spec(self) -> HealthSpec {
+        HealthSpec {
+            path: self.path.0,
+            interval: self.interval.map_or(DEFAULT_HEALTH_INTERVAL, |d| d.0),
+            timeout: self.timeout.map_or(DEFAULT_HEALTH_TIMEOUT, |d| d.0),
+            healthy: self.healthy.map_or(DEFAULT_HEALTHY_AFTER, |n| n.0),
+            unhealthy: self.unhealthy.map_or(DEFAULT_UNHEALTHY_AFTER, |n| n.0),
+        }
     }
 }
 
@@ -722,6 +886,8 @@ struct RawRoute {
     strip_prefix: Option<bool>,
     #[serde(default)]
     timeout: Option<DurationValue>,
+    #[serde(default)]
+    health: Option<RawHealth>,
 }
 
 impl RawRoute {
@@ -734,7 +900,10 @@ impl RawRoute {
             at,
         };
         let target = match (self.upstream, self.upstreams, self.respond) {
-            (Some(url), None, None) => TargetSpec::Upstreams(vec![url.0]),
+            (Some(url), None, None) => TargetSpec::Upstreams(vec![UpstreamSpec {
+                url: url.0,
+                weight: 1,
+            }]),
             (None, Some(list), None) => TargetSpec::Upstreams(list.0),
             (None, None, Some(respond)) => {
                 if self.strip_prefix.is_some() {
@@ -745,6 +914,11 @@ impl RawRoute {
                 if self.timeout.is_some() {
                     return Err(fail(
                         "`timeout` applies only to upstream routes, not `respond`",
+                    ));
+                }
+                if self.health.is_some() {
+                    return Err(fail(
+                        "`health` applies only to upstream routes, not `respond`",
                     ));
                 }
                 TargetSpec::Respond(respond.into_spec())
@@ -779,6 +953,7 @@ impl RawRoute {
             target,
             strip_prefix: self.strip_prefix.unwrap_or(false),
             timeout: self.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
+            health: self.health.map(RawHealth::into_spec),
         })
     }
 }

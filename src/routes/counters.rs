@@ -8,10 +8,10 @@
 //! (a map behind a lock) and `Histogram` (a mutex per observation) are not
 //! used for per-request values for that reason. A route that keeps its name
 //! keeps its counters across reloads (see
-//! [`RouteTable::carry_metrics_from`]); `observe::metrics` encodes them at
+//! [`RouteTable::carry_state_from`]); `observe::metrics` encodes them at
 //! scrape time.
 //!
-//! [`RouteTable::carry_metrics_from`]: crate::routes::table::RouteTable::carry_metrics_from
+//! [`RouteTable::carry_state_from`]: crate::routes::table::RouteTable::carry_state_from
 
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -200,6 +200,8 @@ pub struct RouteMetrics {
     codes: CodeCounts,
     duration: DurationHistogram,
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
+    /// Tries after a request's first (SPEC 4.10).
+    retries: AtomicU64,
 }
 
 impl Default for RouteMetrics {
@@ -208,6 +210,7 @@ impl Default for RouteMetrics {
             codes: CodeCounts::new(),
             duration: DurationHistogram::new(),
             upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            retries: AtomicU64::new(0),
         }
     }
 }
@@ -221,6 +224,14 @@ impl RouteMetrics {
 
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
     }
 
     /// Requests counted so far, by status code label, codes never seen left out.

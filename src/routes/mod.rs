@@ -7,6 +7,8 @@
 //! - [`host`]: the request host, normalized the one way routes name it.
 //! - [`explain`]: why a request would go where it goes (`/routes/match`).
 //! - [`counters`]: the per-route counters a table holds.
+//! - [`upstreams`]: each route's weighted round robin and the health of
+//!   every upstream URL, shared across tables.
 
 pub mod config;
 pub mod counters;
@@ -14,3 +16,4 @@ pub mod explain;
 pub mod host;
 pub mod path;
 pub mod table;
+pub mod upstreams;

@@ -20,6 +20,7 @@ use url::Url;
 use crate::routes::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
 use crate::routes::counters::RouteMetrics;
 use crate::routes::path::canonical_path;
+use crate::routes::upstreams::{Balancer, RouteUpstream, UpstreamCounters, UpstreamHealth};
 
 /// What a table was built from, for the admin API and the reload log.
 #[derive(Debug, Clone)]
@@ -60,14 +61,10 @@ pub struct Route {
     pub index: usize,
     /// This route's counters, bumped by the request path without a lock.
     pub metrics: Arc<RouteMetrics>,
-    /// Round-robin position over `upstreams`. It lives in the table, so a
-    /// reload starts the rotation afresh; taking a turn is one relaxed
-    /// atomic increment.
-    next_upstream: AtomicUsize,
-    /// Each upstream's `scheme://host:port`, in `upstreams` order: what a
-    /// request's target is appended to, written out once per table so the
-    /// request path does not take a URL apart and put it back together.
-    origins: Box<[Box<str>]>,
+    /// The upstreams and their round robin, for an upstream route. The
+    /// rotation lives in the table, so a reload starts it afresh; health
+    /// is shared with the tables before and after (see `upstreams`).
+    balancer: Option<Balancer>,
 }
 
 impl Route {
@@ -75,28 +72,28 @@ impl Route {
         &self.spec.name
     }
 
-    /// Where this request goes. For an upstream route this takes the next
-    /// turn of the round robin.
+    /// Where this request goes first. For an upstream route this takes the
+    /// next turn of the round robin among the eligible upstreams.
     pub fn destination(&self) -> Destination<'_> {
-        match &self.spec.target {
-            TargetSpec::Upstreams(urls) => {
-                let index = self.next_upstream.fetch_add(1, Ordering::Relaxed) % urls.len();
-                Destination::Upstream {
-                    index,
-                    url: &urls[index],
-                    origin: &self.origins[index],
-                }
-            }
-            TargetSpec::Respond(respond) => Destination::Respond(respond),
+        match (&self.spec.target, &self.balancer) {
+            (TargetSpec::Upstreams(_), Some(balancer)) => Destination::Upstreams(balancer),
+            (TargetSpec::Respond(respond), _) => Destination::Respond(respond),
+            (TargetSpec::Upstreams(_), None) => unreachable!("built with every upstream route"),
         }
     }
 
     /// The upstream at `index` in the route's list, as picked earlier.
-    pub fn upstream(&self, index: usize) -> Option<&Url> {
-        match &self.spec.target {
-            TargetSpec::Upstreams(urls) => urls.get(index),
-            TargetSpec::Respond(_) => None,
-        }
+    pub fn upstream(&self, index: usize) -> Option<&RouteUpstream> {
+        self.balancer.as_ref()?.upstreams().get(index)
+    }
+
+    /// This route's upstreams, in file order; empty for `respond`.
+    pub fn upstreams(&self) -> &[RouteUpstream] {
+        self.balancer.as_ref().map_or(&[], Balancer::upstreams)
+    }
+
+    pub fn balancer(&self) -> Option<&Balancer> {
+        self.balancer.as_ref()
     }
 
     /// Whether the conditions beyond host and prefix hold for this request.
@@ -116,16 +113,12 @@ impl Route {
     }
 }
 
-/// Where one request goes: an upstream (with its position in the route's
-/// list) or the router's own fixed response.
+/// Where one request goes: to the route's upstreams (one picked per try,
+/// see [`Balancer::pick`]) or to the router's own fixed
+/// response.
 #[derive(Debug, Clone, Copy)]
 pub enum Destination<'a> {
-    Upstream {
-        index: usize,
-        url: &'a Url,
-        /// `url` up to its path: `scheme://host:port`.
-        origin: &'a str,
-    },
+    Upstreams(&'a Balancer),
     Respond(&'a RespondSpec),
 }
 
@@ -237,19 +230,15 @@ impl RouteTable {
                 None => &mut table.any_host,
             };
             trie.insert(&spec.prefix, index);
-            let origins = match &spec.target {
-                TargetSpec::Upstreams(urls) => urls
-                    .iter()
-                    .map(|url| url[..url::Position::BeforePath].into())
-                    .collect(),
-                TargetSpec::Respond(_) => Box::default(),
+            let balancer = match &spec.target {
+                TargetSpec::Upstreams(upstreams) => Some(Balancer::new(upstreams)),
+                TargetSpec::Respond(_) => None,
             };
             table.routes.push(Route {
                 spec,
                 index,
                 metrics: Arc::default(),
-                next_upstream: AtomicUsize::new(0),
-                origins,
+                balancer,
             });
         }
         let routes = &table.routes;
@@ -261,6 +250,7 @@ impl RouteTable {
             for_each_node(trie, &sort);
         }
         for_each_node(&mut table.any_host, &sort);
+        table.share_health_within();
         table.run_tests(&config.tests)?;
         Ok(table)
     }
@@ -289,22 +279,61 @@ impl RouteTable {
         self
     }
 
-    /// Takes over the counters of every route of `previous` that this table
-    /// keeps by name (and those of unrouted requests), so that a reload does
-    /// not reset them. Runs at build time, before the table goes live.
-    pub fn carry_metrics_from(mut self, previous: &RouteTable) -> Self {
-        let old: HashMap<&str, &Arc<RouteMetrics>> = previous
+    /// Takes over from `previous` what outlives a table: the counters of
+    /// every route this table keeps by name (and those of unrouted
+    /// requests), each upstream URL's health, and each route's counts per
+    /// upstream URL. Runs at build time, before the table goes live.
+    pub fn carry_state_from(mut self, previous: &RouteTable) -> Self {
+        let old: HashMap<&str, &Route> = previous
             .routes
             .iter()
-            .map(|route| (route.name(), &route.metrics))
+            .map(|route| (route.name(), route))
             .collect();
+        let mut health: HashMap<&Url, &Arc<UpstreamHealth>> = HashMap::new();
+        for upstream in previous.routes.iter().flat_map(Route::upstreams) {
+            health.entry(&upstream.spec.url).or_insert(&upstream.health);
+        }
         for route in &mut self.routes {
-            if let Some(metrics) = old.get(route.spec.name.as_str()) {
-                route.metrics = Arc::clone(metrics);
+            let old_route = old.get(route.spec.name.as_str());
+            if let Some(old_route) = old_route {
+                route.metrics = Arc::clone(&old_route.metrics);
+            }
+            let Some(balancer) = route.balancer.as_mut() else {
+                continue;
+            };
+            for upstream in balancer.upstreams_mut() {
+                if let Some(shared) = health.get(&upstream.spec.url) {
+                    upstream.health = Arc::clone(shared);
+                }
+                let counters: Option<&Arc<UpstreamCounters>> = old_route.and_then(|r| {
+                    r.upstreams()
+                        .iter()
+                        .find(|u| u.spec.url == upstream.spec.url)
+                        .map(|u| &u.counters)
+                });
+                if let Some(counters) = counters {
+                    upstream.counters = Arc::clone(counters);
+                }
             }
         }
         self.unrouted = Arc::clone(&previous.unrouted);
         self
+    }
+
+    /// Routes of one table that name the same URL share its health, also
+    /// when the URL is new in this table.
+    fn share_health_within(&mut self) {
+        let mut first: HashMap<Url, Arc<UpstreamHealth>> = HashMap::new();
+        for balancer in self.routes.iter_mut().filter_map(|r| r.balancer.as_mut()) {
+            for upstream in balancer.upstreams_mut() {
+                match first.get(&upstream.spec.url) {
+                    Some(shared) => upstream.health = Arc::clone(shared),
+                    None => {
+                        first.insert(upstream.spec.url.clone(), Arc::clone(&upstream.health));
+                    }
+                }
+            }
+        }
     }
 
     pub fn routes(&self) -> &[Route] {

@@ -1,0 +1,489 @@
+//! Each route's upstreams as the request path sees them: the smooth
+//! weighted round robin that picks one, and the health state that decides
+//! which are eligible (SPEC 4.10).
+//!
+//! Health belongs to the upstream URL, not to a table: every table that
+//! names a URL holds the same [`UpstreamHealth`], handed from one table to
+//! the next at build time (see `RouteTable::carry_state_from`), so a reload
+//! keeps an ejected upstream ejected and a removed one's state goes with the
+//! last table that named it. The request path reads and updates it with
+//! atomics only; the common case (healthy, never failed) is a few loads and
+//! no store, so worker threads do not bounce a cache line between them.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::routes::config::UpstreamSpec;
+
+/// Consecutive connect failures or timeouts that eject an upstream.
+pub const EJECT_AFTER_FAILURES: u32 = 3;
+/// The first ejection's length; each ejection in a row doubles it.
+pub const FIRST_EJECTION: Duration = Duration::from_secs(5);
+pub const MAX_EJECTION: Duration = Duration::from_secs(60);
+/// How long the one request let through after an ejection has before
+/// another may try: as long as a connect may take, so a trial whose client
+/// went away does not keep the upstream out for good.
+pub const TRIAL_WINDOW: Duration = Duration::from_secs(5);
+/// Tries per request, each to a different upstream (SPEC 4.10).
+pub const MAX_TRIES: usize = 3;
+
+/// Milliseconds on a monotonic clock shared by the process; never 0, so 0
+/// can mean "not set" in the atomics below.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+fn ms(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+/// What active checks last said about an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckVerdict {
+    /// No check has decided yet, or none runs.
+    Unknown = 0,
+    Healthy = 1,
+    Unhealthy = 2,
+}
+
+/// The state an upstream is shown in (`GET /upstreams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamState {
+    Healthy,
+    Ejected,
+    Unhealthy,
+    Unknown,
+}
+
+/// The health of one upstream URL, shared by every route and table that
+/// names it.
+#[derive(Debug, Default)]
+pub struct UpstreamHealth {
+    consecutive_failures: AtomicU32,
+    /// When the current ejection ends (see [`now_ms`]); 0 when in.
+    ejected_until: AtomicU64,
+    ejections_in_row: AtomicU32,
+    /// When the one request let through after an ejection started; 0 when
+    /// no trial runs.
+    trial_started: AtomicU64,
+    verdict: AtomicU8,
+    /// Whether an active check runs for this URL now.
+    checked: AtomicBool,
+    /// Unix time of the last finished check, in milliseconds; 0 if none.
+    last_check_unix_ms: AtomicU64,
+}
+
+impl UpstreamHealth {
+    pub fn verdict(&self) -> CheckVerdict {
+        match self.verdict.load(Ordering::Relaxed) {
+            1 => CheckVerdict::Healthy,
+            2 => CheckVerdict::Unhealthy,
+            _ => CheckVerdict::Unknown,
+        }
+    }
+
+    /// Whether a request may go here now, for display: reads only.
+    pub fn eligible(&self, now: u64) -> bool {
+        self.verdict() != CheckVerdict::Unhealthy
+            && now >= self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Takes this upstream for a request if it is eligible. After an
+    /// ejection has run out, only the first request to ask gets it (a
+    /// trial); the others keep away until that one succeeds or fails.
+    pub fn try_take(&self, now: impl FnOnce() -> u64) -> bool {
+        if self.verdict() == CheckVerdict::Unhealthy {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = now();
+        if now < until {
+            return false;
+        }
+        let claimed = self
+            .ejected_until
+            .compare_exchange(
+                until,
+                now + ms(TRIAL_WINDOW),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if claimed {
+            self.trial_started.store(now, Ordering::Release);
+        }
+        claimed
+    }
+
+    /// An exchange got response headers: the upstream is there. Stores only
+    /// when something changes.
+    pub fn succeeded(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.ejected_until.load(Ordering::Relaxed) != 0 {
+            self.ejected_until.store(0, Ordering::Release);
+            self.ejections_in_row.store(0, Ordering::Relaxed);
+            self.trial_started.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A connect failed or the upstream did not answer in time. Returns
+    /// whether this failure ejected the upstream.
+    pub fn failed(&self, now: u64) -> bool {
+        if self.trial_started.swap(0, Ordering::AcqRel) != 0 {
+            self.eject(now);
+            return true;
+        }
+        // Requests that were already under way when it was ejected fail
+        // too; they say nothing new.
+        if self.ejected_until.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failures == EJECT_AFTER_FAILURES {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.eject(now);
+            return true;
+        }
+        false
+    }
+
+    fn eject(&self, now: u64) {
+        let in_row = self.ejections_in_row.fetch_add(1, Ordering::AcqRel).min(16);
+        let length = (ms(FIRST_EJECTION) << in_row).min(ms(MAX_EJECTION));
+        self.ejected_until.store(now + length, Ordering::Release);
+    }
+
+    /// Records an active check's verdict once it has flipped.
+    pub fn set_verdict(&self, verdict: CheckVerdict) {
+        self.verdict.store(verdict as u8, Ordering::Relaxed);
+    }
+
+    pub fn set_checked(&self, checked: bool) {
+        self.checked.store(checked, Ordering::Relaxed);
+        if !checked {
+            self.set_verdict(CheckVerdict::Unknown);
+        }
+    }
+
+    pub fn checked_at(&self, unix_ms: u64) {
+        self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
+    }
+
+    /// The state to show, as of `now`.
+    pub fn state(&self, now: u64) -> UpstreamState {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until != 0 && now < until && self.trial_started.load(Ordering::Relaxed) == 0 {
+            return UpstreamState::Ejected;
+        }
+        match self.verdict() {
+            CheckVerdict::Unhealthy => UpstreamState::Unhealthy,
+            CheckVerdict::Healthy => UpstreamState::Healthy,
+            CheckVerdict::Unknown if self.checked.load(Ordering::Relaxed) => UpstreamState::Unknown,
+            CheckVerdict::Unknown => UpstreamState::Healthy,
+        }
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// How long the ejection has left, if the upstream is out.
+    pub fn ejected_for(&self, now: u64) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    pub fn last_check_unix_ms(&self) -> Option<u64> {
+        Some(self.last_check_unix_ms.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+}
+
+/// One route's counts for one of its upstreams; they follow the route name
+/// and URL across reloads, like the route's own counters.
+#[derive(Debug, Default)]
+pub struct UpstreamCounters {
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub ejections: AtomicU64,
+}
+
+/// One upstream of one route, as a table holds it.
+#[derive(Debug)]
+pub struct RouteUpstream {
+    pub spec: UpstreamSpec,
+    /// `scheme://host:port`: what a request's path is appended to, written
+    /// out once per table.
+    pub origin: Box<str>,
+    /// `host:port`, the metrics label.
+    pub label: Box<str>,
+    pub health: Arc<UpstreamHealth>,
+    pub counters: Arc<UpstreamCounters>,
+}
+
+impl RouteUpstream {
+    pub fn new(spec: UpstreamSpec) -> Self {
+        let origin = spec.url[..url::Position::BeforePath].into();
+        let label = spec.url[url::Position::BeforeHost..url::Position::AfterPort].into();
+        RouteUpstream {
+            spec,
+            origin,
+            label,
+            health: Arc::default(),
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// The upstreams a request has been sent to, in order.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tried {
+    indices: [u16; MAX_TRIES],
+    len: u8,
+}
+
+impl Tried {
+    pub fn push(&mut self, index: usize) {
+        if let Some(slot) = self.indices.get_mut(usize::from(self.len)) {
+            *slot = index as u16;
+            self.len += 1;
+        }
+    }
+
+    pub fn contains(&self, index: usize) -> bool {
+        self.as_slice().iter().any(|&i| usize::from(i) == index)
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.indices[..usize::from(self.len)]
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn last(&self) -> Option<usize> {
+        self.as_slice().last().map(|&i| usize::from(i))
+    }
+}
+
+/// A route's upstreams and the order its round robin visits them in.
+#[derive(Debug)]
+pub struct Balancer {
+    upstreams: Box<[RouteUpstream]>,
+    /// One full round of smooth weighted round robin, precomputed so that a
+    /// pick is one atomic increment and an index, with no lock and no
+    /// shared weights to update.
+    schedule: Box<[u16]>,
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(specs: &[UpstreamSpec]) -> Self {
+        let weights: Vec<u32> = specs.iter().map(|u| u.weight).collect();
+        Balancer {
+            upstreams: specs.iter().cloned().map(RouteUpstream::new).collect(),
+            schedule: smooth_schedule(&weights),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn upstreams(&self) -> &[RouteUpstream] {
+        &self.upstreams
+    }
+
+    pub fn upstreams_mut(&mut self) -> &mut [RouteUpstream] {
+        &mut self.upstreams
+    }
+
+    /// The upstream for a request's next try, or `None` when it has tried
+    /// as many as it may. The first try takes a turn of the round robin;
+    /// every try skips upstreams already tried and, while any other is
+    /// eligible, those ejected or unhealthy.
+    pub fn pick(&self, tried: &Tried) -> Option<usize> {
+        let count = self.upstreams.len();
+        if tried.len() >= count.min(MAX_TRIES) {
+            return None;
+        }
+        if count == 1 {
+            // Nowhere else to go: an ejected single upstream still gets the
+            // request (better a try than a certain 502), but a trial is
+            // still claimed so that the ejection's end is noticed.
+            let _ = self.upstreams[0].health.try_take(now_ms);
+            return Some(0);
+        }
+        let start = if tried.is_empty() {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            // Retries walk on from where the first try stood, so they
+            // spread as the weights say.
+            self.next.load(Ordering::Relaxed).wrapping_sub(1) + tried.len()
+        };
+        let mut now = None;
+        let mut clock = || *now.get_or_insert_with(now_ms);
+        let len = self.schedule.len();
+        let mut fallback = None;
+        for offset in 0..len {
+            let index = usize::from(self.schedule[(start + offset) % len]);
+            if tried.contains(index) {
+                continue;
+            }
+            fallback.get_or_insert(index);
+            if self.upstreams[index].health.try_take(&mut clock) {
+                return Some(index);
+            }
+        }
+        // Every untried upstream is out: all are in again.
+        fallback
+    }
+
+    /// Whether each upstream would take a request now, for `/routes/match`.
+    pub fn eligible_now(&self) -> Vec<bool> {
+        let now = now_ms();
+        let eligible: Vec<bool> = self
+            .upstreams
+            .iter()
+            .map(|u| u.health.eligible(now))
+            .collect();
+        if eligible.iter().any(|&e| e) {
+            eligible
+        } else {
+            vec![true; eligible.len()]
+        }
+    }
+}
+
+/// One round of nginx's smooth weighted round robin: each step, every
+/// upstream gains its weight, the one with the most is picked and loses
+/// the total. Weights 9 and 1 give `a a a a a b a a a a`: the light one
+/// interleaved, never a burst.
+fn smooth_schedule(weights: &[u32]) -> Box<[u16]> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..total)
+        .map(|_| {
+            let mut best = 0;
+            for (index, &weight) in weights.iter().enumerate() {
+                current[index] += i64::from(weight);
+                if current[index] > current[best] {
+                    best = index;
+                }
+            }
+            current[best] -= total;
+            best as u16
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_schedule_interleaves_by_weight() {
+        let schedule = smooth_schedule(&[9, 1]);
+        assert_eq!(&*schedule, &[0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+        let schedule = smooth_schedule(&[5, 1, 1]);
+        assert_eq!(&*schedule, &[0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(&*smooth_schedule(&[1, 1, 1]), &[0, 1, 2]);
+    }
+
+    #[test]
+    fn three_failures_eject_and_a_trial_decides() {
+        let health = UpstreamHealth::default();
+        let t = 1_000;
+        assert!(!health.failed(t));
+        assert!(!health.failed(t));
+        assert!(health.failed(t), "the third failure ejects");
+        assert!(!health.try_take(|| t + 4_999));
+        assert_eq!(health.state(t + 1), UpstreamState::Ejected);
+        // In-flight requests that fail now say nothing new.
+        assert!(!health.failed(t + 10));
+        // The ejection ends: one request gets a trial, the next does not.
+        assert!(health.try_take(|| t + 5_000));
+        assert!(!health.try_take(|| t + 5_001));
+        // The trial fails: out again, for twice as long.
+        assert!(health.failed(t + 5_010));
+        assert!(!health.try_take(|| t + 5_010 + 9_999));
+        assert!(health.try_take(|| t + 5_010 + 10_000));
+        health.succeeded();
+        assert!(health.try_take(|| unreachable!("no clock read when healthy")));
+        assert_eq!(health.state(t + 20_000), UpstreamState::Healthy);
+    }
+
+    #[test]
+    fn ejections_in_a_row_double_up_to_a_minute() {
+        let health = UpstreamHealth::default();
+        let mut t = 1;
+        let mut lengths = Vec::new();
+        for _ in 0..6 {
+            for _ in 0..EJECT_AFTER_FAILURES {
+                health.failed(t);
+            }
+            let length = health.ejected_for(t).expect("ejected").as_secs();
+            lengths.push(length);
+            t += length * 1_000;
+            assert!(health.try_take(|| t));
+            // Fails as the trial: ejected again at once.
+            health.failed(t);
+            health.succeeded();
+            // A success between ejections resets the doubling...
+        }
+        assert!(lengths.iter().all(|&l| l == 5), "{lengths:?}");
+
+        let health = UpstreamHealth::default();
+        for _ in 0..EJECT_AFTER_FAILURES {
+            health.failed(1);
+        }
+        let mut t = 1;
+        let mut lengths = vec![health.ejected_for(t).expect("ejected").as_secs()];
+        for _ in 0..5 {
+            t += lengths.last().copied().unwrap_or(0) * 1_000;
+            assert!(health.try_take(|| t));
+            assert!(health.failed(t));
+            lengths.push(health.ejected_for(t).expect("ejected").as_secs());
+        }
+        // ...failed trials in a row do not.
+        assert_eq!(lengths, [5, 10, 20, 40, 60, 60]);
+    }
+
+    #[test]
+    fn picks_skip_ejected_upstreams_until_all_are_out() {
+        let specs: Vec<UpstreamSpec> = ["http://a:1", "http://b:2"]
+            .iter()
+            .map(|u| UpstreamSpec {
+                url: url::Url::parse(u).expect("valid"),
+                weight: 1,
+            })
+            .collect();
+        let balancer = Balancer::new(&specs);
+        let now = now_ms();
+        for _ in 0..EJECT_AFTER_FAILURES {
+            balancer.upstreams()[1].health.failed(now);
+        }
+        for _ in 0..10 {
+            assert_eq!(balancer.pick(&Tried::default()), Some(0));
+        }
+        let mut tried = Tried::default();
+        tried.push(0);
+        assert_eq!(
+            balancer.pick(&tried),
+            Some(1),
+            "the ejected one as a last resort"
+        );
+        tried.push(1);
+        assert_eq!(balancer.pick(&tried), None, "each upstream at most once");
+        assert_eq!(balancer.eligible_now(), [true, false]);
+    }
+}
