@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::proxy::handler::{self, ProxyState};
-use crate::proxy::server;
+use crate::proxy::{health, server};
 use crate::reload::reloader::{Reloader, Trigger};
 use crate::reload::watch;
 use crate::routes::config::ConfigError;
@@ -138,6 +138,7 @@ impl Switchyard {
         // Registered before the spawn, so SIGHUP is handled from here on.
         let hangups = hangups.or_else(hangup_listener);
         let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader), hangups));
+        let health_checks = health::spawn(Arc::clone(reloader.live()))?;
 
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin = tokio::spawn(server::serve(
@@ -168,6 +169,7 @@ impl Switchyard {
             tracing::error!(%error, "admin listener task failed");
         }
         hangups.abort();
+        health_checks.abort();
         tracing::info!("stopped");
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! drops out of `/metrics`.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,6 +21,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::routes::config::TargetSpec;
 use crate::routes::table::{Generations, RouteTable};
+use crate::routes::upstreams::now_ms;
 
 /// The `route` label of requests that no route matched.
 pub const NO_ROUTE: &str = "_none";
@@ -160,6 +162,51 @@ impl Collector for LiveCollector {
             for (kind, count) in metrics.upstream_errors() {
                 let labels = [("route", route), ("kind", kind.label())];
                 errors
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+
+        let upstream_routes = || table.routes().iter().filter(|r| !r.upstreams().is_empty());
+        let mut retries = encoder.encode_descriptor(
+            "switchyard_upstream_retries",
+            "Tries after a request's first, sent to another upstream of its route",
+            None,
+            MetricType::Counter,
+        )?;
+        for route in upstream_routes() {
+            retries
+                .encode_family(&[("route", route.name())])?
+                .encode_counter::<NoLabelSet, _, u64>(&route.metrics.retries(), None)?;
+        }
+
+        // Series follow the live table: an upstream a reload removes is
+        // gone from here with it.
+        let now = now_ms();
+        let mut healthy = encoder.encode_descriptor(
+            "switchyard_upstream_healthy",
+            "Whether the upstream takes requests now (1) or is ejected or unhealthy (0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for route in upstream_routes() {
+            for upstream in route.upstreams() {
+                let labels = [("route", route.name()), ("upstream", &*upstream.label)];
+                let value = u64::from(upstream.health.eligible(now));
+                healthy.encode_family(&labels)?.encode_gauge(&value)?;
+            }
+        }
+        let mut ejections = encoder.encode_descriptor(
+            "switchyard_upstream_ejections",
+            "Times the upstream was taken out after failing in a row",
+            None,
+            MetricType::Counter,
+        )?;
+        for route in upstream_routes() {
+            for upstream in route.upstreams() {
+                let labels = [("route", route.name()), ("upstream", &*upstream.label)];
+                let count = upstream.counters.ejections.load(Ordering::Relaxed);
+                ejections
                     .encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
             }

@@ -5,8 +5,10 @@
 //! - [`handler`]: one table snapshot, route, forward, stream.
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, request ids.
 //! - [`error`]: proxy errors and their JSON responses.
+//! - [`health`]: active health checks of upstreams, off the request path.
 
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod health;
 pub mod server;

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::routes::host::host_of_authority;
 use crate::routes::path::canonical_path;
-use crate::routes::table::{Candidate, HostClass, RequestFacts, RouteTable};
+use crate::routes::table::{Candidate, HostClass, RequestFacts, Route, RouteTable};
+use crate::routes::upstreams::{now_ms, UpstreamState};
 
 /// More `header=` parameters than this is not a question about a real
 /// request; the cap bounds the work one admin request can ask for.
@@ -114,6 +115,18 @@ pub struct Explanation {
     /// Every matching route, the winner first, in precedence order.
     pub candidates: Vec<CandidateView>,
     pub reason: String,
+    /// The winner's upstreams and whether each would take a request now
+    /// (empty for a `respond` route).
+    pub upstreams: Vec<UpstreamView>,
+}
+
+/// One upstream of the winning route, as of the question.
+#[derive(Debug, Serialize)]
+pub struct UpstreamView {
+    pub url: String,
+    pub weight: u32,
+    pub state: UpstreamState,
+    pub eligible: bool,
 }
 
 /// The `/routes/match` answer when nothing matched, or the path is invalid.
@@ -160,7 +173,26 @@ pub fn explain(table: &RouteTable, query: &MatchQuery) -> Result<Explanation, No
         method: query.method.to_string(),
         candidates: found.iter().map(view).collect(),
         reason,
+        upstreams: upstream_views(winner.route),
     })
+}
+
+fn upstream_views(route: &Route) -> Vec<UpstreamView> {
+    let Some(balancer) = route.balancer() else {
+        return Vec::new();
+    };
+    let now = now_ms();
+    balancer
+        .upstreams()
+        .iter()
+        .zip(balancer.eligible_now())
+        .map(|(u, eligible)| UpstreamView {
+            url: u.spec.url.to_string(),
+            weight: u.spec.weight,
+            state: u.health.state(now),
+            eligible,
+        })
+        .collect()
 }
 
 /// The first rule of SPEC 2 rule 3 that tells the two apart.

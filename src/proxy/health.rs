@@ -1,0 +1,153 @@
+//! Active health checks (SPEC 2, `health:`): one background task per
+//! distinct upstream URL that a live route asks to check, on the control
+//! plane's runtime, never on a request's path.
+//!
+//! A supervisor follows the live table: it starts a check when a URL gains
+//! one, and stops it when no route of the live table checks that URL any
+//! more. A check only writes the verdict into the URL's shared
+//! [`UpstreamHealth`]; requests read it with one atomic load.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::proxy::handler::upstream_client;
+use crate::routes::config::HealthSpec;
+use crate::routes::table::RouteTable;
+use crate::routes::upstreams::{CheckVerdict, UpstreamHealth};
+
+/// How often the supervisor looks for a new table: a check starts or stops
+/// this soon after a reload, which is all the precision it needs.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A check running for one URL.
+struct Running {
+    spec: HealthSpec,
+    health: Arc<UpstreamHealth>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn stop(self) {
+        self.task.abort();
+        self.health.set_checked(false);
+    }
+}
+
+/// Starts the supervisor. It runs until the returned handle is aborted.
+pub fn spawn(live: Arc<ArcSwap<RouteTable>>) -> Result<JoinHandle<()>, reqwest::Error> {
+    let client = upstream_client()?;
+    Ok(tokio::spawn(async move {
+        let mut running: HashMap<Url, Running> = HashMap::new();
+        let mut seen_version = None;
+        let mut ticks = tokio::time::interval(FOLLOW_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let table = live.load_full();
+            if seen_version == Some(table.meta.version) {
+                continue;
+            }
+            seen_version = Some(table.meta.version);
+            follow(&table, &mut running, &client);
+        }
+    }))
+}
+
+/// Makes the running checks those `table` asks for.
+fn follow(table: &RouteTable, running: &mut HashMap<Url, Running>, client: &reqwest::Client) {
+    // The first route in file order that checks a URL decides how.
+    let mut wanted: HashMap<&Url, (&HealthSpec, &Arc<UpstreamHealth>)> = HashMap::new();
+    for route in table.routes() {
+        let Some(spec) = &route.spec.health else {
+            continue;
+        };
+        for upstream in route.upstreams() {
+            wanted
+                .entry(&upstream.spec.url)
+                .or_insert((spec, &upstream.health));
+        }
+    }
+    let stale: Vec<Url> = running
+        .iter()
+        .filter(|(url, check)| {
+            wanted.get(url).is_none_or(|(spec, health)| {
+                check.spec != **spec || !Arc::ptr_eq(&check.health, health)
+            })
+        })
+        .map(|(url, _)| url.clone())
+        .collect();
+    for url in stale {
+        if let Some(check) = running.remove(&url) {
+            tracing::info!(upstream = %url, "health check stopped");
+            check.stop();
+        }
+    }
+    for (url, (spec, health)) in wanted {
+        if running.contains_key(url) {
+            continue;
+        }
+        tracing::info!(upstream = %url, path = %spec.path, interval = ?spec.interval, "health check started");
+        health.set_checked(true);
+        let task = tokio::spawn(check_forever(
+            client.clone(),
+            url.clone(),
+            spec.clone(),
+            Arc::clone(health),
+        ));
+        running.insert(
+            url.clone(),
+            Running {
+                spec: spec.clone(),
+                health: Arc::clone(health),
+                task,
+            },
+        );
+    }
+}
+
+/// Checks one URL every `interval` and flips its verdict after `healthy`
+/// good or `unhealthy` bad answers in a row.
+async fn check_forever(
+    client: reqwest::Client,
+    url: Url,
+    spec: HealthSpec,
+    health: Arc<UpstreamHealth>,
+) {
+    let target = format!("{}{}", &url[..url::Position::BeforePath], spec.path);
+    let mut ticks = tokio::time::interval(spec.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut good, mut bad) = (0u32, 0u32);
+    loop {
+        ticks.tick().await;
+        let answer = tokio::time::timeout(spec.timeout, client.get(&target).send()).await;
+        let healthy = match answer {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                status.is_success() || status.is_redirection()
+            }
+            Ok(Err(_)) | Err(_) => false,
+        };
+        let unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        health.checked_at(unix_ms);
+        if healthy {
+            (good, bad) = (good.saturating_add(1), 0);
+            if good >= spec.healthy && health.verdict() != CheckVerdict::Healthy {
+                tracing::info!(upstream = %url, "health check: upstream healthy");
+                health.set_verdict(CheckVerdict::Healthy);
+            }
+        } else {
+            (good, bad) = (0, bad.saturating_add(1));
+            if bad >= spec.unhealthy && health.verdict() != CheckVerdict::Unhealthy {
+                tracing::warn!(upstream = %url, "health check: upstream unhealthy");
+                health.set_verdict(CheckVerdict::Unhealthy);
+            }
+        }
+    }
+}
