@@ -203,6 +203,18 @@ impl UpstreamSpec {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an upstream on 127.0.0.1:0");
+        self.serve(listener)
+    }
+
+    /// Starts on a given address: an upstream coming back where it was.
+    pub async fn start_on(self, addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("bind the upstream's old address again");
+        self.serve(listener)
+    }
+
+    fn serve(self, listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().expect("the upstream's address");
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
