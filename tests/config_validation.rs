@@ -326,6 +326,122 @@ routes:
     );
 }
 
+// Weighted upstreams and active checks (SPEC 2).
+
+#[test]
+fn weighted_entries_mix_with_plain_urls() {
+    let config = parsed(
+        "\
+routes:
+  users:
+    upstreams:
+      - { url: http://127.0.0.1:9004, weight: 9 }
+      - http://127.0.0.1:9005
+    health: { path: /healthz }
+",
+    );
+    let TargetSpec::Upstreams(upstreams) = &config.routes[0].target else {
+        panic!("not an upstream route");
+    };
+    let weights: Vec<u32> = upstreams.iter().map(|u| u.weight).collect();
+    assert_eq!(weights, [9, 1]);
+    let health = config.routes[0].health.as_ref().expect("health");
+    assert_eq!(health.path, "/healthz");
+    assert_eq!(health.interval, std::time::Duration::from_secs(5));
+    assert_eq!(health.timeout, std::time::Duration::from_secs(1));
+    assert_eq!((health.healthy, health.unhealthy), (2, 3));
+}
+
+#[test]
+fn weight_outside_one_to_a_hundred_is_rejected_at_the_entry() {
+    for weight in ["0", "101", "-1", "heavy"] {
+        let message = rejected(&format!(
+            "\
+routes:
+  users:
+    upstreams:
+      - {{ url: http://a:1, weight: {weight} }}
+"
+        ));
+        assert_mentions(
+            &message,
+            &["routes.users.upstreams[0]", "weight", "line 4 column"],
+        );
+    }
+}
+
+#[test]
+fn unknown_field_in_an_upstream_entry_is_rejected() {
+    let message = rejected(
+        "\
+routes:
+  users:
+    upstreams:
+      - { url: http://a:1, wieght: 2 }
+",
+    );
+    assert_mentions(&message, &["unknown field `wieght`", "line 4 column"]);
+}
+
+#[test]
+fn an_upstream_listed_twice_is_rejected() {
+    let message = rejected(
+        "\
+routes:
+  users:
+    upstreams: [http://a:1, http://b:2, http://a:1]
+",
+    );
+    assert_mentions(
+        &message,
+        &[
+            "routes.users.upstreams[2]",
+            "listed twice",
+            "weight",
+            "line 3",
+        ],
+    );
+}
+
+#[test]
+fn health_checks_are_validated_field_by_field() {
+    let cases = [
+        ("{ interval: 5s }", "missing field `path`"),
+        ("{ path: healthz }", "must start with `/`"),
+        ("{ path: /h, interval: soon }", "not a duration"),
+        ("{ path: /h, healthy: 0 }", "not from 1 to 100"),
+        ("{ path: /h, unhealthy: 1000 }", "not from 1 to 100"),
+        ("{ path: /h, retries: 2 }", "unknown field `retries`"),
+    ];
+    for (health, expected) in cases {
+        let message = rejected(&format!(
+            "\
+routes:
+  users:
+    upstream: http://a:1
+    health: {health}
+"
+        ));
+        assert_mentions(&message, &["routes.users.health", expected, "line 4"]);
+    }
+}
+
+#[test]
+fn health_on_a_respond_route_is_rejected() {
+    let message = rejected(
+        "\
+routes:
+  hello:
+    respond: { body: hi }
+    health: { path: /healthz }
+",
+    );
+    assert_mentions(
+        &message,
+        &["routes.hello", "`health` applies only to upstream routes"],
+    );
+}
+
 #[test]
 fn upstream_base_path_is_accepted() {
     let config = parsed(

@@ -638,31 +638,49 @@ fn check_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
     Ok(UpstreamUrl(url))
 }
 
-/// An `upstreams` entry: a URL, or `{ url, weight }`.
-#[derive(Debug, Clone)]
-struct UpstreamEntry(UpstreamSpec);
+/// Reads one `upstreams` entry (a URL, or `{ url, weight }`) and refuses
+/// a URL already listed. Every check runs inside the visitor, so that
+/// serde_yaml gives the error the entry's position and index.
+struct NewUpstream<'a>(&'a [UpstreamSpec]);
 
-impl<'de> Deserialize<'de> for UpstreamEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct EntryVisitor;
-        impl<'de> Visitor<'de> for EntryVisitor {
-            type Value = UpstreamEntry;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an upstream URL or `{ url, weight }`")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<UpstreamEntry, E> {
-                let UpstreamUrl(url) = check_upstream_url(text).map_err(E::custom)?;
-                Ok(UpstreamEntry(UpstreamSpec { url, weight: 1 }))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpstreamEntry, A::Error> {
-                let raw = RawWeighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(UpstreamEntry(UpstreamSpec {
-                    url: raw.url.0,
-                    weight: raw.weight.map_or(1, |w| w.0),
-                }))
-            }
+impl NewUpstream<'_> {
+    fn check<E: de::Error>(&self, upstream: UpstreamSpec) -> Result<UpstreamSpec, E> {
+        if self.0.iter().any(|u| u.url == upstream.url) {
+            return Err(E::custom(format!(
+                "upstream `{}` is listed twice; give it a weight instead",
+                upstream.url
+            )));
         }
-        d.deserialize_any(EntryVisitor)
+        Ok(upstream)
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for NewUpstream<'_> {
+    type Value = UpstreamSpec;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<UpstreamSpec, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NewUpstream<'_> {
+    type Value = UpstreamSpec;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an upstream URL or `{ url, weight }`")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<UpstreamSpec, E> {
+        let UpstreamUrl(url) = check_upstream_url(text).map_err(E::custom)?;
+        self.check(UpstreamSpec { url, weight: 1 })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpstreamSpec, A::Error> {
+        let raw = RawWeighted::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        self.check(UpstreamSpec {
+            url: raw.url.0,
+            weight: raw.weight.map_or(1, |w| w.0),
+        })
     }
 }
 
@@ -708,15 +726,7 @@ impl<'de> Deserialize<'de> for UpstreamList {
                 mut seq: A,
             ) -> Result<UpstreamList, A::Error> {
                 let mut upstreams: Vec<UpstreamSpec> = Vec::new();
-                while let Some(UpstreamEntry(upstream)) = seq.next_element()? {
-                    // Raised here, at the repeated entry, so the position
-                    // points at it.
-                    if upstreams.iter().any(|u| u.url == upstream.url) {
-                        return Err(de::Error::custom(format!(
-                            "upstream `{}` is listed twice; give it a weight instead",
-                            upstream.url
-                        )));
-                    }
+                while let Some(upstream) = seq.next_element_seed(NewUpstream(&upstreams))? {
                     upstreams.push(upstream);
                 }
                 if upstreams.is_empty() {
