@@ -14,8 +14,12 @@
 //!   and the watcher that triggers it.
 //! - [`admin`]: the admin API and dashboard.
 //! - [`run`]: wiring it all together, and the shutdown sequence.
+//!
+//! And one page outside the layering, importing nothing: [`locks`], what the
+//! compiler says about locks held across `.await`, pinned as doc tests.
 
 pub mod admin;
+pub mod locks;
 pub mod observe;
 pub mod proxy;
 pub mod reload;

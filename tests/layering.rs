@@ -8,8 +8,10 @@ use std::fs;
 use std::path::Path;
 
 /// Each part with its rank: a part may import parts of a lower rank only.
-/// `proxy` and `reload` are peers and must not import each other.
-const PARTS: [(&str, u8); 6] = [
+/// `proxy` and `reload` are peers and must not import each other. `locks` is
+/// documentation only and, at rank 0, may import nothing.
+const PARTS: [(&str, u8); 7] = [
+    ("locks", 0),
     ("routes", 0),
     ("observe", 1),
     ("proxy", 2),
