@@ -165,3 +165,21 @@ async fn pretty_logs_are_one_readable_line_per_request() {
         assert!(line.contains(part), "{part} missing from {line:?}");
     }
 }
+
+#[tokio::test]
+async fn the_access_line_names_every_upstream_tried() {
+    let down = support::closed_port_url().await;
+    let up = Upstream::echo("up").start().await;
+    // The refusing upstream first in the rotation: the first request tries
+    // it, then goes on to the one that answers.
+    let yaml = format!("routes:\n  all:\n    upstreams: [{down}, {}]\n", up.url());
+    let binary = SwitchyardProcess::start_with_defaults(&yaml, &["--log-format", "json"]).await;
+    let response = get(binary.proxy_url("/"), "tried-1").await;
+    assert_eq!(response.status(), 200);
+    let line = wait_json(&binary, |v| {
+        v["target"] == "switchyard::access" && v["request_id"] == "tried-1"
+    })
+    .await;
+    assert_eq!(line["upstream"], format!("{down}/,{}/", up.url()));
+    assert_eq!(line["status"], 200);
+}
