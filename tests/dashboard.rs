@@ -116,8 +116,9 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
     );
 
     // The watcher picks up the edit; no admin call needed.
+    let refusing = support::closed_port_url().await;
     router.write_config(&format!(
-        "{ROUTES}  added:\n    prefix: /added\n    upstream: http://127.0.0.1:9\n"
+        "{ROUTES}  added:\n    prefix: /added\n    upstream: {refusing}\n"
     ));
     // Version 2 live.
     eventually(LIVE_WITHIN, || async {
@@ -125,6 +126,14 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
         health["config"]["version"] == 2
     })
     .await;
+    // Three refused connects eject the new route's upstream.
+    for _ in 0..3 {
+        router
+            .get("/added")
+            .send()
+            .await
+            .expect("the proxy answers");
+    }
 
     let dom = dump_dom(&chromium, &router.admin_url("/")).await;
     assert!(
@@ -136,8 +145,12 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
         "new route missing:\n{dom}"
     );
     assert!(
-        dom.contains("http://127.0.0.1:9/"),
+        dom.contains(&format!("{refusing}/")),
         "new route's target missing:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-state="ejected""#),
+        "the upstream's state missing:\n{dom}"
     );
     assert!(
         dom.contains(r#"data-result="ok""#),
