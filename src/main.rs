@@ -69,6 +69,11 @@ struct RunArgs {
     /// run on.
     #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = switchyard::run::default_workers())]
     workers: NonZeroUsize,
+    /// Accept `POST /reload` from admin peers other than loopback (the
+    /// admin port may be bound on all interfaces for probes; reads are
+    /// served to every peer either way).
+    #[arg(long, env = "SWITCHYARD_ADMIN_ALLOW_REMOTE_CHANGES")]
+    admin_allow_remote_changes: bool,
     /// Follow the route file by polling instead of a file-system watcher.
     #[arg(long, env = "SWITCHYARD_POLL", hide = true)]
     poll: bool,
@@ -194,6 +199,7 @@ fn run(args: RunArgs) -> ExitCode {
         force_poll: args.poll,
         observe_requests: !args.no_request_observability,
         workers: args.workers,
+        admin_allow_remote_changes: args.admin_allow_remote_changes,
     };
     // The same message `check` prints, so the two never disagree.
     let router = match Switchyard::load(options) {

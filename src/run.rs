@@ -49,6 +49,8 @@ pub struct Options {
     pub observe_requests: bool,
     /// Request-serving threads.
     pub workers: NonZeroUsize,
+    /// Accept `POST /reload` from non-loopback admin peers.
+    pub admin_allow_remote_changes: bool,
 }
 
 /// The CPUs this process may run on (its affinity mask and cgroup quota, as
@@ -76,6 +78,7 @@ impl Options {
             force_poll: false,
             observe_requests: true,
             workers: default_workers(),
+            admin_allow_remote_changes: false,
         }
     }
 }
@@ -146,6 +149,7 @@ impl Switchyard {
             admin::app(AdminState {
                 reloader: Arc::clone(&reloader),
                 readiness: Arc::clone(&readiness),
+                allow_remote_changes: options.admin_allow_remote_changes,
             }),
             async move {
                 let _ = admin_stopped.await;

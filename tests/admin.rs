@@ -337,3 +337,75 @@ async fn dashboard_is_one_self_contained_html_page() {
         assert!(!page.contains(external), "page loads {external}...: {page}");
     }
 }
+
+/// Sends `POST /reload` to the admin service as if from `peer`, the way the
+/// admin listener hands a request over (`ConnectInfo`). A non-loopback peer
+/// cannot be produced over 127.0.0.1, so the service is driven directly.
+async fn reload_from(peer: &str, allow_remote_changes: bool) -> StatusCode {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("routes.yaml");
+    std::fs::write(&config, TWO_ROUTES).expect("write the route file");
+    let reloader = std::sync::Arc::new(
+        switchyard::reload::reloader::Reloader::start(&config).expect("a valid file"),
+    );
+    let app = switchyard::admin::app(switchyard::admin::AdminState {
+        reloader,
+        readiness: Default::default(),
+        allow_remote_changes,
+    });
+    let mut request = axum::extract::Request::post("/reload")
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    let peer: std::net::SocketAddr = peer.parse().expect("an address");
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let response = app.oneshot(request).await.expect("the service answers");
+    StatusCode::from_u16(response.status().as_u16()).expect("a status")
+}
+
+#[tokio::test]
+async fn reload_is_refused_to_remote_peers_unless_allowed() {
+    assert_eq!(
+        reload_from("10.1.2.3:40000", false).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        reload_from("[2001:db8::1]:40000", false).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(reload_from("127.0.0.1:40000", false).await, StatusCode::OK);
+    assert_eq!(reload_from("[::1]:40000", false).await, StatusCode::OK);
+    assert_eq!(
+        reload_from("[::ffff:127.0.0.1]:40000", false).await,
+        StatusCode::OK
+    );
+    assert_eq!(reload_from("10.1.2.3:40000", true).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reads_are_served_to_every_peer() {
+    use tower::ServiceExt;
+    let router = TestRouter::with_yaml(TWO_ROUTES).start().await;
+    let app = switchyard::admin::app(switchyard::admin::AdminState {
+        reloader: std::sync::Arc::clone(router.reloader()),
+        readiness: Default::default(),
+        allow_remote_changes: false,
+    });
+    for path in ["/healthz", "/metrics", "/routes", "/upstreams", "/"] {
+        let mut request = axum::extract::Request::get(path)
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let peer: std::net::SocketAddr = "10.1.2.3:40000".parse().expect("an address");
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let response = app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the service answers");
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+}

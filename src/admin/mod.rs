@@ -2,16 +2,17 @@
 //! metrics, the route explainer and the dashboard. Served only on the admin
 //! listener, never on the proxy's.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -42,6 +43,22 @@ impl Readiness {
 pub struct AdminState {
     pub reloader: Arc<Reloader>,
     pub readiness: Arc<Readiness>,
+    /// Accept state changes (`POST /reload`) from peers other than
+    /// loopback (`--admin-allow-remote-changes`).
+    pub allow_remote_changes: bool,
+}
+
+/// Whether `peer` may change the router's state: loopback always, others
+/// only when the operator said so. A request whose peer is unknown is
+/// refused: the check fails closed.
+fn may_change_state(state: &AdminState, peer: Option<SocketAddr>) -> bool {
+    state.allow_remote_changes
+        || peer.is_some_and(|peer| match peer.ip() {
+            IpAddr::V4(ip) => ip.is_loopback(),
+            IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
+        })
 }
 
 pub fn app(state: AdminState) -> Router {
@@ -191,7 +208,19 @@ fn rfc3339_string(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-async fn reload(State(state): State<AdminState>) -> Response {
+async fn reload(
+    State(state): State<AdminState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    if !may_change_state(&state, peer) {
+        tracing::warn!(?peer, "refused POST /reload from a non-loopback peer");
+        let body = json!({
+            "error": "forbidden",
+            "reason": "state changes are accepted from loopback only; start with --admin-allow-remote-changes to allow others",
+        });
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
     let reloader = Arc::clone(&state.reloader);
     let attempt = match tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin)).await {
         Ok(attempt) => attempt,
