@@ -11,7 +11,7 @@
 //!
 //! `cargo bench --bench locks`; `LOCKS_SECS` sets each cell's length
 //! (default 0.3), `LOCKS_ROUNDS` how many interleaved rounds the medians are
-//! taken over (default 3), `LOCKS_CSV` where the CSV goes (default
+//! taken over (default 5), `LOCKS_CSV` where the CSV goes (default
 //! `target/locks.csv`).
 //! `python3 benches/locks_chart.py` turns the CSV into `docs/locks.svg`.
 
@@ -438,7 +438,7 @@ fn env_f64(name: &str, default: f64) -> f64 {
 fn main() -> io::Result<()> {
     // Both bounded so that a typo cannot make the run take hours.
     let length = Duration::from_secs_f64(env_f64("LOCKS_SECS", 0.3).min(30.0));
-    let rounds = env_f64("LOCKS_ROUNDS", 3.0).clamp(1.0, 20.0) as usize;
+    let rounds = env_f64("LOCKS_ROUNDS", 5.0).clamp(1.0, 20.0) as usize;
     let csv_path = std::env::var_os("LOCKS_CSV")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/locks.csv"));
@@ -568,7 +568,8 @@ fn csv(cells: &[Cell]) -> String {
 fn markdown(cells: &[Cell]) -> String {
     let mut out = String::from("| variant | writer |");
     for n in CONCURRENCY {
-        let _ = write!(out, " {} tasks |", thousands(n as f64));
+        let noun = if n == 1 { "task" } else { "tasks" };
+        let _ = write!(out, " {} {noun} |", thousands(n as f64));
     }
     out.push_str(" no wait, lookups/s | writer swaps/s at 1,000 tasks |\n|---|---|");
     out.push_str(&"---:|".repeat(CONCURRENCY.len() + 2));
