@@ -27,7 +27,7 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
-use crate::proxy::handler::{self, ProxyState};
+use crate::proxy::handler::{self, ProxyState, Tunnels};
 use crate::proxy::{health, server};
 use crate::reload::reloader::{Reloader, Trigger};
 use crate::reload::watch;
@@ -155,6 +155,7 @@ impl Switchyard {
                 let _ = admin_stopped.await;
             },
             ADMIN_DRAIN_TIMEOUT,
+            Arc::clone(&reloader.metrics().open().admin_connections),
         ));
         readiness.set(true);
 
@@ -192,7 +193,10 @@ fn spawn_workers(
     let listener = listener.into_std()?;
     let mut drained = Vec::with_capacity(options.workers.get());
     for worker in 0..options.workers.get() {
-        let mut state = ProxyState::new(Arc::clone(reloader.live()))?;
+        let open = reloader.metrics().open();
+        let tunnels = Tunnels::new(Arc::clone(&open.tunnels));
+        let connections = Arc::clone(&open.proxy_connections);
+        let mut state = ProxyState::new(Arc::clone(reloader.live()), tunnels.clone())?;
         state.observe = options.observe_requests;
         let listener = listener.try_clone()?;
         let mut stop = stop.clone();
@@ -215,7 +219,26 @@ fn spawn_workers(
                     let stopped = async move {
                         let _ = stop.wait_for(|stopped| *stopped).await;
                     };
-                    server::serve(listener, handler::app(state), stopped, drain_timeout).await;
+                    let stopped_at = std::cell::Cell::new(None);
+                    let stopped = async {
+                        stopped.await;
+                        stopped_at.set(Some(tokio::time::Instant::now()));
+                    };
+                    let app = handler::app(state);
+                    server::serve(listener, app, stopped, drain_timeout, connections).await;
+                    // Upgraded tunnels are not HTTP connections: they get
+                    // what is left of the same deadline, then are closed
+                    // with this runtime.
+                    let deadline =
+                        stopped_at.get().unwrap_or_else(tokio::time::Instant::now) + drain_timeout;
+                    let left = tunnels.drained_by(deadline).await;
+                    if left > 0 {
+                        tracing::warn!(
+                            worker,
+                            tunnels = left,
+                            "drain deadline passed; closing the remaining tunnels"
+                        );
+                    }
                 });
                 let _ = done.send(());
             })?;

@@ -217,3 +217,69 @@ async fn closing_handshake_passes_through() {
     }
     assert_eq!(next_seen(&mut seen).await, Seen::ClientGone);
 }
+
+#[tokio::test]
+async fn tunnel_and_connection_gauges_come_back_to_idle() {
+    let (_upstream, router, mut seen) = websocket_behind_router().await;
+    let metrics = router.metrics().await;
+    assert_eq!(metrics.value("switchyard_tunnels_open"), 0.0);
+    assert_eq!(
+        metrics.value("switchyard_connections_open{listener=\"proxy\"}"),
+        0.0
+    );
+
+    let mut ws = connect(&router).await;
+    assert_eq!(next_seen(&mut seen).await, Seen::Opened);
+    assert_eq!(next_text(&mut ws).await, "hello from upstream");
+    // Once upgraded, the connection is no longer HTTP: it counts as a
+    // tunnel instead.
+    let metrics = router.metrics().await;
+    assert_eq!(metrics.value("switchyard_tunnels_open"), 1.0);
+    assert_eq!(
+        metrics.value("switchyard_connections_open{listener=\"proxy\"}"),
+        0.0
+    );
+
+    ws.close(None).await.expect("close the client side");
+    drop(ws);
+    assert_eq!(next_seen(&mut seen).await, Seen::ClientGone);
+    eventually(FRAME_DEADLINE, || async {
+        let metrics = router.metrics().await;
+        metrics.value("switchyard_tunnels_open") == 0.0
+            && metrics.value("switchyard_connections_open{listener=\"proxy\"}") == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tunnel_open_at_shutdown_is_kept_until_the_drain_deadline_then_closed() {
+    const DRAIN: Duration = Duration::from_secs(1);
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let upstream = websocket_upstream(seen_tx).start().await;
+    let mut router = TestRouter::with_yaml(routes_to(&upstream.url()))
+        .drain_timeout(DRAIN)
+        .start()
+        .await;
+    let mut ws = connect(&router).await;
+    assert_eq!(next_seen(&mut seen).await, Seen::Opened);
+    assert_eq!(next_text(&mut ws).await, "hello from upstream");
+
+    router.begin_shutdown();
+    // Draining: the tunnel still relays.
+    ping(&mut ws, 1).await;
+    // At the deadline it is closed, and the router finishes stopping.
+    tokio::time::timeout(DRAIN + FRAME_DEADLINE, router.stop())
+        .await
+        .expect("the router stops once the drain deadline has passed");
+    let ended = tokio::time::timeout(FRAME_DEADLINE, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the client side of the tunnel was closed");
+    assert_eq!(next_seen(&mut seen).await, Seen::ClientGone);
+}

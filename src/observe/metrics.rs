@@ -8,7 +8,7 @@
 //! drops out of `/metrics`.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -31,11 +31,22 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 
 type ResultLabel = [(&'static str, &'static str); 1];
 
+/// What is open right now, counted by the listeners and the tunnels that
+/// own it and read at scrape time: gauges that must come back to their
+/// idle values once clients are gone.
+#[derive(Debug, Default)]
+pub struct OpenCounts {
+    pub proxy_connections: Arc<AtomicUsize>,
+    pub admin_connections: Arc<AtomicUsize>,
+    pub tunnels: Arc<AtomicUsize>,
+}
+
 /// The process's metrics: the registry `/metrics` encodes, and the reload
 /// counters. Everything per route is read from the live table at scrape time.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    open: Arc<OpenCounts>,
     reloads_ok: Counter,
     reloads_error: Counter,
 }
@@ -54,12 +65,22 @@ impl Metrics {
             "Reload attempts that put a new table live (ok) or were rejected (error)",
             reloads,
         );
-        registry.register_collector(Box::new(LiveCollector { live, generations }));
+        let open = Arc::new(OpenCounts::default());
+        registry.register_collector(Box::new(LiveCollector {
+            live,
+            generations,
+            open: Arc::clone(&open),
+        }));
         Metrics {
             registry,
+            open,
             reloads_ok,
             reloads_error,
         }
+    }
+
+    pub fn open(&self) -> &OpenCounts {
+        &self.open
     }
 
     pub fn reload_ok(&self) {
@@ -83,6 +104,7 @@ impl Metrics {
 struct LiveCollector {
     live: Arc<ArcSwap<RouteTable>>,
     generations: Generations,
+    open: Arc<OpenCounts>,
 }
 
 impl Collector for LiveCollector {
@@ -118,6 +140,30 @@ impl Collector for LiveCollector {
                 .encode_descriptor(name, help, None, MetricType::Gauge)?
                 .encode_gauge(&value)?;
         }
+
+        let mut connections = encoder.encode_descriptor(
+            "switchyard_connections_open",
+            "Client connections open now, by listener",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (listener, count) in [
+            ("proxy", &self.open.proxy_connections),
+            ("admin", &self.open.admin_connections),
+        ] {
+            let value = count.load(Ordering::Relaxed) as u64;
+            connections
+                .encode_family(&[("listener", listener)])?
+                .encode_gauge(&value)?;
+        }
+        encoder
+            .encode_descriptor(
+                "switchyard_tunnels_open",
+                "Upgraded connections (WebSocket and others) being relayed now",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(self.open.tunnels.load(Ordering::Relaxed) as u64))?;
 
         let mut requests = encoder.encode_descriptor(
             "switchyard_requests",

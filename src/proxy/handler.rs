@@ -9,7 +9,7 @@
 //! Nothing is ever held across an `.await`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, StatusCode};
 use http_body::Body as _;
 use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
 
 use url::Url;
 
@@ -59,15 +60,72 @@ pub struct ProxyState {
     pub client: reqwest::Client,
     /// Per-request metrics and access log; off only to measure their cost.
     pub observe: bool,
+    /// The upgraded connections this worker relays.
+    pub tunnels: Tunnels,
 }
 
 impl ProxyState {
-    pub fn new(live: Arc<ArcSwap<RouteTable>>) -> Result<Self, reqwest::Error> {
+    pub fn new(live: Arc<ArcSwap<RouteTable>>, tunnels: Tunnels) -> Result<Self, reqwest::Error> {
         Ok(ProxyState {
             live,
             client: upstream_client()?,
             observe: true,
+            tunnels,
         })
+    }
+}
+
+/// The upgraded connections (WebSocket and others) one worker relays. They
+/// outlive the HTTP connection they came from, so the drain waits for them
+/// separately and the worker closes whatever is left at the deadline.
+#[derive(Clone, Debug)]
+pub struct Tunnels {
+    here: Arc<(AtomicUsize, Notify)>,
+    /// The process-wide gauge (`switchyard_tunnels_open`).
+    gauge: Arc<AtomicUsize>,
+}
+
+impl Tunnels {
+    pub fn new(gauge: Arc<AtomicUsize>) -> Self {
+        Tunnels {
+            here: Arc::default(),
+            gauge,
+        }
+    }
+
+    fn open(&self) -> TunnelGuard {
+        self.here.0.fetch_add(1, Ordering::Relaxed);
+        self.gauge.fetch_add(1, Ordering::Relaxed);
+        TunnelGuard(self.clone())
+    }
+
+    /// Returns once this worker relays no tunnel, or at `deadline`, with
+    /// the number still open. The caller closes them by dropping the
+    /// worker's runtime, which cancels their tasks and closes both sockets.
+    pub async fn drained_by(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let open = self.here.0.load(Ordering::Acquire);
+            if open == 0 {
+                return 0;
+            }
+            tokio::select! {
+                () = self.here.1.notified() => {}
+                () = tokio::time::sleep_until(deadline) => return open,
+            }
+        }
+    }
+}
+
+/// Counts one tunnel until its task ends, however it ends.
+struct TunnelGuard(Tunnels);
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0.gauge.fetch_sub(1, Ordering::Relaxed);
+        if self.0.here.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A stored permit if nobody waits yet: the drain sees it.
+            self.0.here.1.notify_one();
+        }
     }
 }
 
@@ -320,6 +378,7 @@ async fn forward(
                 route.name(),
                 upstream_response,
                 client_upgrade,
+                &state.tunnels,
             ));
         }
     }
@@ -413,13 +472,16 @@ fn switch_protocols(
     route: &str,
     upstream_response: reqwest::Response,
     client_upgrade: hyper::upgrade::OnUpgrade,
+    tunnels: &Tunnels,
 ) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = upstream_response.headers().clone();
     strip_hop_by_hop(response.headers_mut(), true);
     let route = route.to_owned();
+    let tunnel = tunnels.open();
     tokio::spawn(async move {
+        let _tunnel = tunnel;
         let (client, upstream) = match tokio::try_join!(
             async { client_upgrade.await.map_err(|e| e.to_string()) },
             async { upstream_response.upgrade().await.map_err(|e| e.to_string()) },

@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +69,7 @@ pub async fn serve(
     app: impl App,
     stop: impl Future<Output = ()>,
     drain_timeout: Duration,
+    open_connections: Arc<AtomicUsize>,
 ) {
     let builder = connection_builder();
     let graceful = GracefulShutdown::new();
@@ -100,7 +101,9 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let open = OpenConnection::count(&open_connections);
         connections.spawn(async move {
+            let _open = open;
             let mut connection = std::pin::pin!(connection);
             // hyper's header timeout only starts once the auto builder has
             // chosen HTTP/1; until then (no bytes yet, or a partial HTTP/2
@@ -135,6 +138,23 @@ pub async fn serve(
     // Within the deadline every task has finished or is finishing; past it,
     // this aborts the connections still open, closing their sockets.
     connections.shutdown().await;
+}
+
+/// Counts a connection in the open-connections gauge until its task ends,
+/// however it ends (finished, cut at the drain deadline, or panicked).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Set once a connection has delivered a complete request head to the
