@@ -409,3 +409,32 @@ async fn reads_are_served_to_every_peer() {
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_rejected_reload_reports_every_error_in_healthz_and_reloads() {
+    let router = TestRouter::with_yaml(TWO_ROUTES).start().await;
+    router.write_config(
+        "routes:\n  a:\n    prefix: nope\n    respond: {}\n  b:\n    upstream: gopher://x\n",
+    );
+    let (status, _) = router.reload().await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let health = router.healthz().await;
+    let error = health["last_reload"]["error"].as_str().expect("an error");
+    for part in [
+        "2 errors",
+        "routes.a.prefix",
+        "line 3",
+        "routes.b.upstream",
+        "line 6",
+    ] {
+        assert!(error.contains(part), "{part} missing from: {error}");
+    }
+    let (_, reloads) = router.admin_json("/reloads").await;
+    let latest = reloads["reloads"][0]["error"].as_str().expect("an error");
+    assert!(
+        latest.contains("routes.a.prefix") && latest.contains("routes.b.upstream"),
+        "{latest}"
+    );
+    // The old table still serves.
+    assert_eq!(router.version().await, 1);
+}

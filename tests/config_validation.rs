@@ -1329,3 +1329,61 @@ fn shipped_routes_file_is_accepted() {
         .expect("routes.yaml at the crate root");
     accepted(&text);
 }
+
+// Every error in a file (SPEC 1).
+
+#[test]
+fn every_broken_route_is_reported_with_its_own_position() {
+    let message = rejected(
+        "\
+routes:
+  users:
+    prefix: api/users
+    upstream: http://127.0.0.1:9001
+  legacy:
+    upstream: gopher://old.example
+  fine:
+    upstream: http://127.0.0.1:9002
+  both:
+    upstream: http://a:1
+    respond: {}
+  typo:
+    prefx: /typo
+    upstream: http://a:1
+",
+    );
+    assert_mentions(
+        &message,
+        &[
+            "4 errors",
+            "routes.users.prefix",
+            "line 3 column 13",
+            "routes.legacy.upstream",
+            "scheme `gopher`",
+            "line 6 column 15",
+            "routes.both",
+            "only one of",
+            "line 9 column 3",
+            "routes.typo",
+            "unknown field `prefx`",
+            "line 13 column 5",
+        ],
+    );
+    assert!(
+        !message.contains("fine"),
+        "a valid route is not named: {message}"
+    );
+    let users = message.find("routes.users").expect("users");
+    let typo = message.find("routes.typo").expect("typo");
+    assert!(users < typo, "in file order: {message}");
+}
+
+#[test]
+fn a_syntax_error_stops_at_the_first() {
+    let message = rejected("routes:\n  a:\n    upstream: \"http://a:1\n  b:\n    prefx: /b\n");
+    assert!(!message.contains("errors:"), "{message}");
+    assert!(
+        !message.contains("prefx"),
+        "nothing past a syntax error: {message}"
+    );
+}

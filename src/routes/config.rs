@@ -77,6 +77,44 @@ pub enum ConfigError {
         reason: String,
         line: Option<usize>,
     },
+    /// Several errors in one file, each on a line of its own.
+    #[error("{} errors:\n{}", .0.len(), join_lines(.0))]
+    Many(Vec<ConfigError>),
+}
+
+fn join_lines(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    /// One error as it is, several as [`ConfigError::Many`].
+    fn all(mut errors: Vec<ConfigError>) -> Self {
+        if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            ConfigError::Many(errors)
+        }
+    }
+
+    /// The line an error points at, for ordering several.
+    fn line(&self) -> usize {
+        let text = self.to_string();
+        text.rsplit_once(" at line ")
+            .and_then(|(_, rest)| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Every single error this stands for.
+    pub fn each(&self) -> Vec<&ConfigError> {
+        match self {
+            ConfigError::Many(errors) => errors.iter().collect(),
+            error => vec![error],
+        }
+    }
 }
 
 fn at_position(at: Option<(usize, usize)>) -> String {
@@ -265,19 +303,46 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
     Option::<String>::deserialize(d)
 }
 
-/// Parses and checks a route file's text.
+/// Parses and checks a route file's text, reporting every route's errors
+/// (SPEC 1), not only the first.
+///
+/// serde stops at the first error in a document, so a file whose YAML is
+/// sound but whose routes are not is read again with each broken route's
+/// lines blanked out and a harmless stand-in put in its place, which keeps
+/// every other line where it was and so every later error's position
+/// exact. A syntax error, or one outside `routes:`, still ends the search:
+/// past it, nothing can be told for sure.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let file: RawFile = serde_yaml::from_str(text).map_err(|error| {
-        // serde_yaml reads a file with no document as `null` and reports a
-        // type error; say plainly what happened, because an editor that
-        // truncates before writing produces exactly that. Checked only on
-        // failure, since it parses the text a second time.
-        if is_empty_document(text) {
-            ConfigError::Empty
-        } else {
-            ConfigError::Yaml(yaml_message(&error, text))
+    let blocks = route_blocks(text);
+    let mut errors = Vec::new();
+    let mut current = text.to_owned();
+    let mut stand_ins = HashSet::new();
+    let file = loop {
+        match serde_yaml::from_str::<RawFile>(&current) {
+            Ok(file) => break Some(file),
+            Err(error) => {
+                if is_empty_document(text) {
+                    return Err(ConfigError::Empty);
+                }
+                let message = yaml_message(&error, &current);
+                let in_a_route = message.starts_with("routes.");
+                let block = error
+                    .location()
+                    .map(|l| l.line())
+                    .and_then(|line| blocks.iter().position(|b| b.lines.contains(&line)))
+                    .filter(|index| in_a_route && !stand_ins.contains(index));
+                errors.push(ConfigError::Yaml(message));
+                let Some(index) = block else {
+                    break None;
+                };
+                stand_ins.insert(index);
+                current = with_stand_in(&current, &blocks[index], index);
+            }
         }
-    })?;
+    };
+    let Some(file) = file else {
+        return Err(ConfigError::all(errors));
+    };
     let Some(route_map) = file.routes else {
         return Err(if is_empty_document(text) {
             ConfigError::Empty
@@ -286,18 +351,89 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         });
     };
     let positions = route_key_positions(text);
-    let routes = route_map
-        .0
-        .into_iter()
-        .map(|(name, raw)| {
-            let at = positions.get(name.as_str()).copied();
-            raw.into_spec(name, at)
-        })
-        .collect::<Result<_, _>>()?;
+    let mut routes = Vec::with_capacity(route_map.0.len());
+    for (name, raw) in route_map.0 {
+        if name.starts_with(STAND_IN) {
+            continue;
+        }
+        let at = positions.get(name.as_str()).copied();
+        match raw.into_spec(name, at) {
+            Ok(route) => routes.push(route),
+            Err(error) => errors.push(error),
+        }
+    }
+    if !errors.is_empty() {
+        // In file order, whichever pass found them.
+        errors.sort_by_key(ConfigError::line);
+        return Err(ConfigError::all(errors));
+    }
     Ok(Config {
         routes,
         tests: file.tests,
     })
+}
+
+/// The name stand-ins for broken routes take: not a name a file can use
+/// without `check` saying so, since it starts a route that is never built.
+const STAND_IN: &str = "__switchyard_stand_in_";
+
+/// One route's lines in the file (1-based, end exclusive) and the
+/// indentation of its key.
+#[derive(Debug)]
+struct RouteBlock {
+    lines: std::ops::Range<usize>,
+    indent: usize,
+}
+
+/// The block-style routes under `routes:`: each from its key to the next
+/// route's key or the next top-level key.
+fn route_blocks(text: &str) -> Vec<RouteBlock> {
+    let mut blocks: Vec<RouteBlock> = Vec::new();
+    let mut in_routes = false;
+    let mut route_indent = None;
+    let total = text.lines().count();
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let number = index + 1;
+        if indent == 0 {
+            if let Some(last) = blocks.last_mut().filter(|b| b.lines.end > number) {
+                last.lines.end = number;
+            }
+            in_routes = trimmed.starts_with("routes:");
+            route_indent = None;
+            continue;
+        }
+        if in_routes && *route_indent.get_or_insert(indent) == indent {
+            if let Some(last) = blocks.last_mut().filter(|b| b.lines.end > number) {
+                last.lines.end = number;
+            }
+            blocks.push(RouteBlock {
+                lines: number..total + 1,
+                indent,
+            });
+        }
+    }
+    blocks
+}
+
+/// `text` with the route at `block` replaced by a valid stand-in on its
+/// first line and blank lines after, so no other line moves.
+fn with_stand_in(text: &str, block: &RouteBlock, index: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (number, line) in (1..).zip(text.lines()) {
+        if number == block.lines.start {
+            let pad = " ".repeat(block.indent);
+            out.push_str(&format!("{pad}{STAND_IN}{index}: {{ respond: {{}} }}"));
+        } else if !block.lines.contains(&number) {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// serde_yaml's message, with the position made exact where serde_yaml
