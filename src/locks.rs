@@ -76,8 +76,7 @@
 //! understands. The lock is then held for a hash lookup and a clone, well
 //! under a microsecond, never across a suspension, so blocking a worker
 //! thread on it costs about what any other short critical section costs;
-//! `benches/locks.rs` shows this form within a few percent of `ArcSwap` on
-//! two cores.
+//! `benches/locks.rs` cannot tell this form from `ArcSwap` on two cores.
 //!
 //! ```
 //! use std::collections::HashMap;
