@@ -207,6 +207,17 @@ impl SwitchyardProcess {
             .count()
     }
 
+    /// The router's resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("the router is running");
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("the router's status in /proc")
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
     pub fn route_file(&self) -> &RouteFile {
         &self.route_file
     }
