@@ -29,6 +29,8 @@ struct RouteChoice {
     prefix: usize,
     headers: [bool; 2],
     methods: usize,
+    /// 0: `respond`; 1: one upstream; 2: weighted upstreams with checks.
+    target: usize,
 }
 
 fn route_choice() -> impl Strategy<Value = RouteChoice> {
@@ -37,12 +39,14 @@ fn route_choice() -> impl Strategy<Value = RouteChoice> {
         0..PREFIXES.len(),
         any::<[bool; 2]>(),
         0..METHODS.len(),
+        0..3usize,
     )
-        .prop_map(|(host, prefix, headers, methods)| RouteChoice {
+        .prop_map(|(host, prefix, headers, methods, target)| RouteChoice {
             host,
             prefix,
             headers,
             methods,
+            target,
         })
 }
 
@@ -68,7 +72,72 @@ fn yaml_of(routes: &[RouteChoice]) -> String {
         if let Some(methods) = METHODS[route.methods] {
             yaml.push_str(&format!("    methods: [{}]\n", methods.join(", ")));
         }
-        yaml.push_str("    respond: { status: 200 }\n");
+        yaml.push_str(match route.target {
+            0 => "    respond: { status: 200 }\n",
+            1 => "    upstream: http://127.0.0.1:9001/base\n    strip_prefix: true\n",
+            _ => "    upstreams:\n      - { url: http://127.0.0.1:9002, weight: 7 }\n      - http://[::1]:9003\n    timeout: 250ms\n    health: { path: /healthz, interval: 2s, unhealthy: 4 }\n",
+        });
+    }
+    yaml
+}
+
+/// Writes parsed routes back out as a route file, field by field.
+fn emit(routes: &[RouteSpec]) -> String {
+    use switchyard::routes::config::TargetSpec;
+    let quoted = |v: &HeaderValue| format!("{:?}", v.to_str().expect("ASCII"));
+    let mut yaml = String::from("routes:\n");
+    for route in routes {
+        yaml.push_str(&format!(
+            "  {}:\n    prefix: {}\n",
+            route.name, route.prefix
+        ));
+        if let Some(host) = &route.host {
+            yaml.push_str(&format!("    host: \"{host}\"\n"));
+        }
+        if !route.headers.is_empty() {
+            let headers: Vec<String> = route
+                .headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", quoted(v)))
+                .collect();
+            yaml.push_str(&format!("    headers: {{ {} }}\n", headers.join(", ")));
+        }
+        if let Some(methods) = &route.methods {
+            let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+            yaml.push_str(&format!("    methods: [{}]\n", names.join(", ")));
+        }
+        match &route.target {
+            TargetSpec::Respond(respond) => {
+                yaml.push_str(&format!(
+                    "    respond: {{ status: {} }}\n",
+                    respond.status.as_u16()
+                ));
+            }
+            TargetSpec::Upstreams(upstreams) => {
+                yaml.push_str("    upstreams:\n");
+                for u in upstreams {
+                    yaml.push_str(&format!(
+                        "      - {{ url: \"{}\", weight: {} }}\n",
+                        u.url, u.weight
+                    ));
+                }
+                yaml.push_str(&format!(
+                    "    strip_prefix: {}\n    timeout: {}ms\n",
+                    route.strip_prefix,
+                    route.timeout.as_millis()
+                ));
+                if let Some(h) = &route.health {
+                    yaml.push_str(&format!(
+                        "    health: {{ path: \"{}\", interval: {}ms, timeout: {}ms, healthy: {}, unhealthy: {} }}\n",
+                        h.path,
+                        h.interval.as_millis(),
+                        h.timeout.as_millis(),
+                        h.healthy,
+                        h.unhealthy
+                    ));
+                }
+            }
+        }
     }
     yaml
 }
@@ -196,6 +265,15 @@ proptest! {
             let found = table.lookup(&facts).map(|r| r.name().to_owned());
             prop_assert_eq!(found, reference(&specs, request, &path), "{}\n{:?}", yaml, request);
         }
+    }
+
+    #[test]
+    fn valid_tables_survive_a_yaml_round_trip(routes in prop::collection::vec(route_choice(), 1..12)) {
+        let first = parse(&yaml_of(&routes)).expect("generated files are valid").routes;
+        let written = emit(&first);
+        let again = parse(&written).unwrap_or_else(|e| panic!("{e}\n{written}")).routes;
+        prop_assert_eq!(&first, &again, "{}", written);
+        prop_assert_eq!(emit(&again), written);
     }
 
     #[test]
