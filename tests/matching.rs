@@ -937,3 +937,33 @@ routes:
     );
     assert_eq!(route_for(&table, None, "/api/x", "PUT", &[]), None);
 }
+
+#[test]
+fn prefixes_deeper_than_the_lookup_walk_still_match_longest_first() {
+    let deep: String = (0..20).map(|i| format!("/s{i}")).collect();
+    let mid: String = (0..12).map(|i| format!("/s{i}")).collect();
+    let t = table(&format!(
+        "routes:
+  deep:
+    prefix: {deep}
+    respond: {{ status: 200 }}
+  mid:
+    prefix: {mid}
+    respond: {{ status: 200 }}
+  root:
+    respond: {{ status: 200 }}
+"
+    ));
+    assert_eq!(get(&t, None, &format!("{deep}/x")).as_deref(), Some("deep"));
+    assert_eq!(get(&t, None, &deep).as_deref(), Some("deep"));
+    assert_eq!(
+        get(&t, None, &format!("{mid}/s12/other")).as_deref(),
+        Some("mid")
+    );
+    let nearly: String = (0..19).map(|i| format!("/s{i}")).collect();
+    assert_eq!(
+        get(&t, None, &format!("{nearly}/zz")).as_deref(),
+        Some("mid")
+    );
+    assert_eq!(get(&t, None, "/elsewhere").as_deref(), Some("root"));
+}

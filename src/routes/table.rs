@@ -149,6 +149,10 @@ pub struct Candidate<'a> {
     pub prefix_segments: usize,
 }
 
+/// Trie nodes a lookup's walk keeps on its stack; deeper prefixes are
+/// looked up by the general visit instead.
+const WALK_DEPTH: usize = 16;
+
 /// The maps a lookup hashes request bytes into: one per host label and per
 /// path segment, so the hasher is most of a lookup's cost. foldhash is
 /// several times faster than std's SipHash on short keys, and seeded per
@@ -347,14 +351,61 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The route that serves this request.
+    /// The route that serves this request: the first that
+    /// [`RouteTable::candidates`] would visit, found without its callbacks.
     pub fn lookup(&self, request: &RequestFacts<'_>) -> Option<&Route> {
-        let mut found = None;
-        let _ = self.candidates(request, |candidate| {
-            found = Some(candidate.route);
-            ControlFlow::Break(())
-        });
-        found
+        if let Some(host) = request.host {
+            if let Some(route) = self.exact.get(host).and_then(|t| self.first_in(t, request)) {
+                return Some(route);
+            }
+            let mut rest = host;
+            while let Some(dot) = rest.find('.') {
+                let suffix = &rest[dot..];
+                if let Some(route) = self
+                    .wildcard
+                    .get(suffix)
+                    .and_then(|t| self.first_in(t, request))
+                {
+                    return Some(route);
+                }
+                rest = &suffix[1..];
+            }
+        }
+        self.first_in(&self.any_host, request)
+    }
+
+    /// The best route of one trie: walk down the path once, remembering
+    /// the nodes passed, then try their routes deepest first. The walk
+    /// keeps at most [`WALK_DEPTH`] nodes on the stack; a deeper prefix
+    /// (rare) takes the general visit.
+    fn first_in<'t>(&'t self, trie: &'t Node, request: &RequestFacts<'_>) -> Option<&'t Route> {
+        let mut passed: [&Node; WALK_DEPTH] = [trie; WALK_DEPTH];
+        let mut depth = 0;
+        for segment in request.path.split('/').skip(1) {
+            let Some(child) = passed[depth].children.get(segment) else {
+                break;
+            };
+            depth += 1;
+            if depth == WALK_DEPTH {
+                let mut found = None;
+                let _ = trie.visit(request.path.split('/').skip(1), 0, &mut |index, _| {
+                    let route = &self.routes[index];
+                    if route.accepts(request) {
+                        found = Some(route);
+                        return ControlFlow::Break(());
+                    }
+                    ControlFlow::Continue(())
+                });
+                return found;
+            }
+            passed[depth] = child;
+        }
+        passed[..=depth]
+            .iter()
+            .rev()
+            .flat_map(|node| node.routes.iter())
+            .map(|&index| &self.routes[index])
+            .find(|route| route.accepts(request))
     }
 
     /// Visits every route that matches `request`, best first; the first one
