@@ -96,25 +96,6 @@ impl ConfigError {
             ConfigError::Many(errors)
         }
     }
-
-    /// The line an error points at, for ordering several.
-    fn line(&self) -> usize {
-        let text = self.to_string();
-        text.rsplit_once(" at line ")
-            .and_then(|(_, rest)| {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().ok()
-            })
-            .unwrap_or(usize::MAX)
-    }
-
-    /// Every single error this stands for.
-    pub fn each(&self) -> Vec<&ConfigError> {
-        match self {
-            ConfigError::Many(errors) => errors.iter().collect(),
-            error => vec![error],
-        }
-    }
 }
 
 fn at_position(at: Option<(usize, usize)>) -> String {
@@ -314,7 +295,9 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 /// past it, nothing can be told for sure.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let blocks = route_blocks(text);
-    let mut errors = Vec::new();
+    // Each error with the line it points at, to report them in file order
+    // whichever pass found them.
+    let mut errors: Vec<(Option<usize>, ConfigError)> = Vec::new();
     let mut current = text.to_owned();
     let mut stand_ins = HashSet::new();
     let file = loop {
@@ -326,12 +309,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
                 }
                 let message = yaml_message(&error, &current);
                 let in_a_route = message.starts_with("routes.");
-                let block = error
-                    .location()
-                    .map(|l| l.line())
+                let line = error.location().map(|l| l.line());
+                let block = line
                     .and_then(|line| blocks.iter().position(|b| b.lines.contains(&line)))
                     .filter(|index| in_a_route && !stand_ins.contains(index));
-                errors.push(ConfigError::Yaml(message));
+                errors.push((line, ConfigError::Yaml(message)));
                 let Some(index) = block else {
                     break None;
                 };
@@ -341,7 +323,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         }
     };
     let Some(file) = file else {
-        return Err(ConfigError::all(errors));
+        return Err(ConfigError::all(
+            errors.into_iter().map(|(_, e)| e).collect(),
+        ));
     };
     let Some(route_map) = file.routes else {
         return Err(if is_empty_document(text) {
@@ -350,7 +334,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             ConfigError::NoRoutes
         });
     };
-    let positions = route_key_positions(text);
+    let positions = key_positions(&blocks);
     let mut routes = Vec::with_capacity(route_map.0.len());
     for (name, raw) in route_map.0 {
         if name.starts_with(STAND_IN) {
@@ -359,13 +343,15 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let at = positions.get(name.as_str()).copied();
         match raw.into_spec(name, at) {
             Ok(route) => routes.push(route),
-            Err(error) => errors.push(error),
+            Err(error) => errors.push((at.map(|(line, _)| line), error)),
         }
     }
     if !errors.is_empty() {
-        // In file order, whichever pass found them.
-        errors.sort_by_key(ConfigError::line);
-        return Err(ConfigError::all(errors));
+        // The sort is stable, and an error without a line goes last.
+        errors.sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+        return Err(ConfigError::all(
+            errors.into_iter().map(|(_, e)| e).collect(),
+        ));
     }
     Ok(Config {
         routes,
@@ -377,18 +363,24 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
 /// without `check` saying so, since it starts a route that is never built.
 const STAND_IN: &str = "__switchyard_stand_in_";
 
-/// One route's lines in the file (1-based, end exclusive) and the
-/// indentation of its key.
+/// One route as it stands in the file: its name, its lines (1-based, end
+/// exclusive) and the indentation of its key.
 #[derive(Debug)]
-struct RouteBlock {
+struct RouteBlock<'a> {
+    name: &'a str,
     lines: std::ops::Range<usize>,
     indent: usize,
 }
 
-/// The block-style routes under `routes:`: each from its key to the next
-/// route's key or the next top-level key.
-fn route_blocks(text: &str) -> Vec<RouteBlock> {
-    let mut blocks: Vec<RouteBlock> = Vec::new();
+/// Finds each block-style route in one pass over the text, from its key to
+/// the next route's key or the next top-level key. serde_yaml keeps no
+/// spans after deserializing, and errors between routes (two routes
+/// claiming the same match) still deserve a line. Route keys are the
+/// least-indented keys under a top-level `routes:`; names are limited to
+/// `[A-Za-z0-9_.-]`, so reading `name:` (optionally quoted) is unambiguous.
+/// A flow-style `routes: { ... }` gives no blocks, which is allowed.
+fn route_blocks(text: &str) -> Vec<RouteBlock<'_>> {
+    let mut blocks: Vec<RouteBlock<'_>> = Vec::new();
     let mut in_routes = false;
     let mut route_indent = None;
     let total = text.lines().count();
@@ -407,17 +399,35 @@ fn route_blocks(text: &str) -> Vec<RouteBlock> {
             route_indent = None;
             continue;
         }
-        if in_routes && *route_indent.get_or_insert(indent) == indent {
-            if let Some(last) = blocks.last_mut().filter(|b| b.lines.end > number) {
-                last.lines.end = number;
-            }
-            blocks.push(RouteBlock {
-                lines: number..total + 1,
-                indent,
-            });
+        if !in_routes || *route_indent.get_or_insert(indent) != indent {
+            continue;
         }
+        if let Some(last) = blocks.last_mut().filter(|b| b.lines.end > number) {
+            last.lines.end = number;
+        }
+        let key = match trimmed.strip_prefix(['"', '\'']) {
+            Some(quoted) => quoted.split(['"', '\'']).next(),
+            None => trimmed.split(':').next(),
+        };
+        blocks.push(RouteBlock {
+            name: key.map_or("", str::trim_end),
+            lines: number..total + 1,
+            indent,
+        });
     }
     blocks
+}
+
+/// Where each route's key stands: line and column, the first key of a name
+/// if it is repeated.
+fn key_positions<'a>(blocks: &[RouteBlock<'a>]) -> HashMap<&'a str, (usize, usize)> {
+    let mut positions = HashMap::new();
+    for block in blocks {
+        positions
+            .entry(block.name)
+            .or_insert((block.lines.start, block.indent + 1));
+    }
+    positions
 }
 
 /// `text` with the route at `block` replaced by a valid stand-in on its
@@ -470,7 +480,7 @@ fn repeated_key_position(text: &str, path: &str, field: &str) -> Option<(usize, 
         "" => (0, None),
         _ => {
             let name = path.strip_prefix("routes.")?;
-            let (line, column) = *route_key_positions(text).get(name)?;
+            let (line, column) = *key_positions(&route_blocks(text)).get(name)?;
             (line, Some(column - 1))
         }
     };
@@ -510,41 +520,6 @@ fn is_empty_document(text: &str) -> bool {
             Ok(serde_yaml::Value::Null)
         ),
     }
-}
-
-/// Finds where each route's key stands, in one pass over the text.
-/// serde_yaml keeps no spans after deserializing, and errors between routes
-/// (two routes claiming the same match) still deserve a line. Route keys are
-/// the least-indented keys under a top-level `routes:`; names are limited to
-/// `[A-Za-z0-9_.-]`, so reading `name:` (optionally quoted) is unambiguous.
-/// A flow-style `routes: { ... }` gives no positions, which is allowed.
-fn route_key_positions(text: &str) -> HashMap<&str, (usize, usize)> {
-    let mut positions = HashMap::new();
-    let mut in_routes = false;
-    let mut route_indent = None;
-    for (index, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let indent = line.len() - trimmed.len();
-        if indent == 0 {
-            in_routes = trimmed.starts_with("routes:");
-            route_indent = None;
-            continue;
-        }
-        if !in_routes || *route_indent.get_or_insert(indent) != indent {
-            continue;
-        }
-        let key = match trimmed.strip_prefix(['"', '\'']) {
-            Some(quoted) => quoted.split(['"', '\'']).next(),
-            None => trimmed.split(':').next(),
-        };
-        if let Some(key) = key.map(str::trim_end) {
-            positions.entry(key).or_insert((index + 1, indent + 1));
-        }
-    }
-    positions
 }
 
 #[derive(Deserialize)]
