@@ -178,9 +178,7 @@ pub fn explain(table: &RouteTable, query: &MatchQuery) -> Result<Explanation, No
 }
 
 fn upstream_views(route: &Route) -> Vec<UpstreamView> {
-    let Some(balancer) = route.balancer() else {
-        return Vec::new();
-    };
+    let balancer = route.balancer();
     let now = now_ms();
     balancer
         .upstreams()

@@ -64,7 +64,8 @@ pub struct Route {
     /// The upstreams and their round robin, for an upstream route. The
     /// rotation lives in the table, so a reload starts it afresh; health
     /// is shared with the tables before and after (see `upstreams`).
-    balancer: Option<Balancer>,
+    /// Empty for a `respond` route.
+    balancer: Balancer,
 }
 
 impl Route {
@@ -75,25 +76,24 @@ impl Route {
     /// Where this request goes first. For an upstream route this takes the
     /// next turn of the round robin among the eligible upstreams.
     pub fn destination(&self) -> Destination<'_> {
-        match (&self.spec.target, &self.balancer) {
-            (TargetSpec::Upstreams(_), Some(balancer)) => Destination::Upstreams(balancer),
-            (TargetSpec::Respond(respond), _) => Destination::Respond(respond),
-            (TargetSpec::Upstreams(_), None) => unreachable!("built with every upstream route"),
+        match &self.spec.target {
+            TargetSpec::Upstreams(_) => Destination::Upstreams(&self.balancer),
+            TargetSpec::Respond(respond) => Destination::Respond(respond),
         }
     }
 
     /// The upstream at `index` in the route's list, as picked earlier.
     pub fn upstream(&self, index: usize) -> Option<&RouteUpstream> {
-        self.balancer.as_ref()?.upstreams().get(index)
+        self.balancer.upstreams().get(index)
     }
 
     /// This route's upstreams, in file order; empty for `respond`.
     pub fn upstreams(&self) -> &[RouteUpstream] {
-        self.balancer.as_ref().map_or(&[], Balancer::upstreams)
+        self.balancer.upstreams()
     }
 
-    pub fn balancer(&self) -> Option<&Balancer> {
-        self.balancer.as_ref()
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
     }
 
     /// Whether the conditions beyond host and prefix hold for this request.
@@ -242,8 +242,8 @@ impl RouteTable {
             };
             trie.insert(&spec.prefix, index);
             let balancer = match &spec.target {
-                TargetSpec::Upstreams(upstreams) => Some(Balancer::new(upstreams)),
-                TargetSpec::Respond(_) => None,
+                TargetSpec::Upstreams(upstreams) => Balancer::new(upstreams),
+                TargetSpec::Respond(_) => Balancer::new(&[]),
             };
             table.routes.push(Route {
                 spec,
@@ -309,10 +309,7 @@ impl RouteTable {
             if let Some(old_route) = old_route {
                 route.metrics = Arc::clone(&old_route.metrics);
             }
-            let Some(balancer) = route.balancer.as_mut() else {
-                continue;
-            };
-            for upstream in balancer.upstreams_mut() {
+            for upstream in route.balancer.upstreams_mut() {
                 if let Some(shared) = health.get(&upstream.spec.url) {
                     upstream.health = Arc::clone(shared);
                 }
@@ -335,8 +332,8 @@ impl RouteTable {
     /// when the URL is new in this table.
     fn share_health_within(&mut self) {
         let mut first: HashMap<Url, Arc<UpstreamHealth>> = HashMap::new();
-        for balancer in self.routes.iter_mut().filter_map(|r| r.balancer.as_mut()) {
-            for upstream in balancer.upstreams_mut() {
+        for route in &mut self.routes {
+            for upstream in route.balancer.upstreams_mut() {
                 match first.get(&upstream.spec.url) {
                     Some(shared) => upstream.health = Arc::clone(shared),
                     None => {
@@ -354,24 +351,8 @@ impl RouteTable {
     /// The route that serves this request: the first that
     /// [`RouteTable::candidates`] would visit, found without its callbacks.
     pub fn lookup(&self, request: &RequestFacts<'_>) -> Option<&Route> {
-        if let Some(host) = request.host {
-            if let Some(route) = self.exact.get(host).and_then(|t| self.first_in(t, request)) {
-                return Some(route);
-            }
-            let mut rest = host;
-            while let Some(dot) = rest.find('.') {
-                let suffix = &rest[dot..];
-                if let Some(route) = self
-                    .wildcard
-                    .get(suffix)
-                    .and_then(|t| self.first_in(t, request))
-                {
-                    return Some(route);
-                }
-                rest = &suffix[1..];
-            }
-        }
-        self.first_in(&self.any_host, request)
+        self.tries_for(request.host)
+            .find_map(|(trie, _)| self.first_in(trie, request))
     }
 
     /// The best route of one trie: walk down the path once, remembering
@@ -433,23 +414,25 @@ impl RouteTable {
                 }
             })
         };
-        if let Some(host) = request.host {
-            if let Some(trie) = self.exact.get(host) {
-                visit_trie(trie, HostClass::Exact)?;
-            }
-            // Longest suffix first: `*.b.example.com` beats `*.example.com`.
-            // The suffix must leave at least one label, so `*.example.com`
-            // never matches `example.com` itself.
-            let mut rest = host;
-            while let Some(dot) = rest.find('.') {
-                let suffix = &rest[dot..];
-                if let Some(trie) = self.wildcard.get(suffix) {
-                    visit_trie(trie, HostClass::Wildcard)?;
-                }
-                rest = &suffix[1..];
-            }
+        for (trie, host) in self.tries_for(request.host) {
+            visit_trie(trie, host)?;
         }
-        visit_trie(&self.any_host, HostClass::Any)
+        ControlFlow::Continue(())
+    }
+
+    /// The tries a request with `host` may match in, in precedence order:
+    /// the exact host's, then each wildcard suffix's, longest first
+    /// (`*.b.example.com` beats `*.example.com`; a suffix must leave at
+    /// least one label, so `*.example.com` never matches `example.com`
+    /// itself), then the one of routes without a host.
+    fn tries_for<'t, 'h>(&'t self, host: Option<&'h str>) -> HostTries<'t, 'h> {
+        HostTries {
+            table: self,
+            host,
+            exact_done: false,
+            rest: host,
+            any_done: false,
+        }
     }
 
     fn run_tests(&self, tests: &[crate::routes::config::RouteTest]) -> Result<(), ConfigError> {
@@ -493,6 +476,46 @@ impl RouteTable {
             }
         }
         Ok(())
+    }
+}
+
+/// The iterator of [`RouteTable::tries_for`], written out by hand: it runs
+/// on every request, and this keeps a lookup the plain loop it replaced.
+struct HostTries<'t, 'h> {
+    table: &'t RouteTable,
+    host: Option<&'h str>,
+    exact_done: bool,
+    /// What is left of the host after the wildcard suffixes tried so far.
+    rest: Option<&'h str>,
+    any_done: bool,
+}
+
+impl<'t> Iterator for HostTries<'t, '_> {
+    type Item = (&'t Node, HostClass);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.exact_done {
+            self.exact_done = true;
+            if let Some(trie) = self.host.and_then(|h| self.table.exact.get(h)) {
+                return Some((trie, HostClass::Exact));
+            }
+        }
+        while let Some(rest) = self.rest {
+            let Some(dot) = rest.find('.') else {
+                self.rest = None;
+                break;
+            };
+            let suffix = &rest[dot..];
+            self.rest = Some(&suffix[1..]);
+            if let Some(trie) = self.table.wildcard.get(suffix) {
+                return Some((trie, HostClass::Wildcard));
+            }
+        }
+        if self.any_done {
+            return None;
+        }
+        self.any_done = true;
+        Some((&self.table.any_host, HostClass::Any))
     }
 }
 
