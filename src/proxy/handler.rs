@@ -299,12 +299,13 @@ async fn forward(
         headers.insert(HOST, host);
     }
 
-    let has_body = !body.is_end_stream();
-    let mut body = Some(body);
+    // A request without a body must not gain one: a stream body would make
+    // the upstream request chunked even for a GET.
+    let mut body = (!body.is_end_stream()).then_some(body);
+    let replayable = body.is_none() && parts.method.is_idempotent();
     // Only a route with somewhere else to go keeps what a second try needs.
     let may_retry = balancer.upstreams().len() > 1;
-    let handoff = (may_retry && has_body).then(|| BodyHandoff::new(body.take()));
-    let replayable = !has_body && parts.method.is_idempotent();
+    let handoff = body.take_if(|_| may_retry).map(BodyHandoff::new);
     let deadline = tokio::time::Instant::now() + route.spec.timeout;
     let mut last_error = None;
 
@@ -331,31 +332,25 @@ async fn forward(
         } else {
             std::mem::take(&mut parts.headers)
         };
-        // A request without a body must not gain one: a stream body would
-        // make the upstream request chunked even for a GET.
         if let Some(handoff) = &handoff {
             *outgoing.body_mut() = Some(handoff.body());
-        } else if let Some(body) = body.take().filter(|_| has_body) {
+        } else if let Some(body) = body.take() {
             *outgoing.body_mut() = Some(reqwest::Body::wrap_stream(body.into_data_stream()));
         }
 
-        let timeout = route.spec.timeout;
-        let error = match tokio::time::timeout_at(deadline, state.client.execute(outgoing)).await {
-            Ok(Ok(response)) => {
-                upstream.health.succeeded();
-                break response;
-            }
-            Ok(Err(error)) => error,
-            Err(_) => {
-                upstream.counters.errors.fetch_add(1, Ordering::Relaxed);
-                note_failure(upstream);
-                return Err(ProxyError::UpstreamTimeout {
-                    route: route.name().to_owned(),
-                    timeout,
-                });
-            }
-        };
+        let answer = tokio::time::timeout_at(deadline, state.client.execute(outgoing)).await;
+        if let Ok(Ok(response)) = answer {
+            upstream.health.succeeded();
+            break response;
+        }
         upstream.counters.errors.fetch_add(1, Ordering::Relaxed);
+        let Ok(Err(error)) = answer else {
+            note_failure(upstream);
+            return Err(ProxyError::UpstreamTimeout {
+                route: route.name().to_owned(),
+                timeout: route.spec.timeout,
+            });
+        };
         let retry = if error.is_connect() {
             note_failure(upstream);
             // Nothing reached the upstream; the body goes to the next try
@@ -435,8 +430,8 @@ fn closed_before_answering(error: &reqwest::Error) -> bool {
 struct BodyHandoff(Arc<Mutex<Option<Body>>>);
 
 impl BodyHandoff {
-    fn new(body: Option<Body>) -> Self {
-        BodyHandoff(Arc::new(Mutex::new(body)))
+    fn new(body: Body) -> Self {
+        BodyHandoff(Arc::new(Mutex::new(Some(body))))
     }
 
     fn unread(&self) -> bool {
