@@ -77,48 +77,48 @@ async fn get(router: &TestRouter) -> String {
     .await
 }
 
-#[tokio::test]
-async fn an_upstream_reset_mid_headers_is_a_502() {
-    let upstream = misbehaving(b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(), true)
-        .start()
-        .await;
+/// Sends one GET through a router to `upstream`, checks that the answer
+/// starts with `status_line`, and that nothing is left behind; returns the
+/// answer for further checks.
+async fn through(upstream: UpstreamSpec, status_line: &str) -> String {
+    let upstream = upstream.start().await;
     let router = router_to(&upstream).await;
     let answer = get(&router).await;
-    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.starts_with(status_line), "{answer}");
     assert_back_to_idle(&router).await;
+    answer
+}
+
+#[tokio::test]
+async fn an_upstream_reset_mid_headers_is_a_502() {
+    through(
+        misbehaving(b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(), true),
+        "HTTP/1.1 502",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_upstream_reset_mid_body_aborts_the_client_connection() {
     let mut partial = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
     partial.extend_from_slice(&[b'b'; 100]);
-    let upstream = misbehaving(partial, true).start().await;
-    let router = router_to(&upstream).await;
-    let answer = get(&router).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = through(misbehaving(partial, true), "HTTP/1.1 200").await;
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     assert!(body.len() < 1000, "a cut body must not look complete");
-    assert_back_to_idle(&router).await;
 }
 
 #[tokio::test]
 async fn an_upstream_answering_garbage_is_a_502() {
-    let upstream = misbehaving(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), false)
-        .start()
-        .await;
-    let router = router_to(&upstream).await;
-    let answer = get(&router).await;
-    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
-    assert_back_to_idle(&router).await;
+    through(
+        misbehaving(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), false),
+        "HTTP/1.1 502",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_upstream_that_stalls_forever_is_a_504() {
-    let upstream = Upstream::silent().start().await;
-    let router = router_to(&upstream).await;
-    let answer = get(&router).await;
-    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
-    assert_back_to_idle(&router).await;
+    through(Upstream::silent(), "HTTP/1.1 504").await;
 }
 
 #[tokio::test]
@@ -126,11 +126,7 @@ async fn an_upstream_sending_a_1_mib_header_is_a_502() {
     let mut head = b"HTTP/1.1 200 OK\r\nX-Huge: ".to_vec();
     head.extend(std::iter::repeat_n(b'h', 1024 * 1024));
     head.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
-    let upstream = misbehaving(head, false).start().await;
-    let router = router_to(&upstream).await;
-    let answer = get(&router).await;
-    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
-    assert_back_to_idle(&router).await;
+    through(misbehaving(head, false), "HTTP/1.1 502").await;
 }
 
 #[tokio::test]
