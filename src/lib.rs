@@ -12,6 +12,8 @@
 //!   errors.
 //! - [`reload`]: building a new table off to the side and swapping it in,
 //!   and the watcher that triggers it.
+//! - [`tls`]: certificates for the TLS listener, their live set and
+//!   their reloads.
 //! - [`admin`]: the admin API and dashboard.
 //! - [`run`]: wiring it all together, and the shutdown sequence.
 //!
@@ -25,5 +27,6 @@ pub mod proxy;
 pub mod reload;
 pub mod routes;
 pub mod run;
+pub mod tls;
 
 pub use run::{Options, ServeError, Switchyard};

@@ -13,6 +13,7 @@ use switchyard::observe::log_format::PrettyLines;
 use switchyard::observe::log_writer::{BatchedStderr, FlushGuard};
 use switchyard::routes::config::Source;
 use switchyard::routes::table::RouteTable;
+use switchyard::tls::{Certificates, PairPaths};
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
 
@@ -74,6 +75,12 @@ struct RunArgs {
     /// served to every peer either way).
     #[arg(long, env = "SWITCHYARD_ADMIN_ALLOW_REMOTE_CHANGES")]
     admin_allow_remote_changes: bool,
+    /// A TLS listener (HTTP/1.1 and HTTP/2 by ALPN) serving the same
+    /// routes, beside the proxy listener.
+    #[arg(long, env = "SWITCHYARD_TLS_LISTEN")]
+    tls_listen: Option<String>,
+    #[command(flatten)]
+    tls: TlsPairArgs,
     /// Follow the route file by polling instead of a file-system watcher.
     #[arg(long, env = "SWITCHYARD_POLL", hide = true)]
     poll: bool,
@@ -92,6 +99,42 @@ struct CheckArgs {
     /// this URL (for example http://127.0.0.1:9901).
     #[arg(long, value_name = "ADMIN_URL")]
     diff: Option<url::Url>,
+    #[command(flatten)]
+    tls: TlsPairArgs,
+}
+
+/// Certificate pairs: the n-th `--tls-cert` goes with the n-th `--tls-key`.
+#[derive(Args)]
+struct TlsPairArgs {
+    /// A PEM certificate chain; repeat with `--tls-key` for more names
+    /// (picked by SNI). Watched like the route file. In the environment,
+    /// several are separated by commas.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT", value_delimiter = ',')]
+    tls_cert: Vec<PathBuf>,
+    /// The private key of the `--tls-cert` in the same position.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY", value_delimiter = ',')]
+    tls_key: Vec<PathBuf>,
+}
+
+impl TlsPairArgs {
+    fn pairs(&self) -> Result<Vec<PairPaths>, String> {
+        if self.tls_cert.len() != self.tls_key.len() {
+            return Err(format!(
+                "{} --tls-cert and {} --tls-key given; each certificate needs its key",
+                self.tls_cert.len(),
+                self.tls_key.len()
+            ));
+        }
+        Ok(self
+            .tls_cert
+            .iter()
+            .zip(&self.tls_key)
+            .map(|(cert, key)| PairPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .collect())
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -109,8 +152,52 @@ fn main() -> ExitCode {
     }
 }
 
-/// Validates and prints either the errors or one line per route.
+/// Validates and prints either the errors or one line per route, then the
+/// certificate pairs if any were given.
 fn check(args: &CheckArgs) -> ExitCode {
+    let routes = check_routes(args);
+    let certificates = check_certificates(&args.tls);
+    if routes == ExitCode::SUCCESS && certificates {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Loads every pair and prints its names and expiry, or every error.
+fn check_certificates(args: &TlsPairArgs) -> bool {
+    let pairs = match args.pairs() {
+        Ok(pairs) if pairs.is_empty() => return true,
+        Ok(pairs) => pairs,
+        Err(error) => {
+            eprintln!("{error}");
+            return false;
+        }
+    };
+    match Certificates::load(pairs) {
+        Ok(certificates) => {
+            let live = certificates.live();
+            println!("certificates: ok, {} pairs", live.pairs().len());
+            for pair in live.pairs() {
+                println!(
+                    "  {}: {} (expires {})",
+                    pair.paths,
+                    pair.names_joined(),
+                    switchyard::tls::pair::rfc3339(pair.not_after)
+                );
+            }
+            true
+        }
+        Err(errors) => {
+            for error in errors.0 {
+                eprintln!("{error}");
+            }
+            false
+        }
+    }
+}
+
+fn check_routes(args: &CheckArgs) -> ExitCode {
     let table = Source::read(&args.config)
         .and_then(|source| switchyard::reload::reloader::build(&source, 1));
     match table {
@@ -209,6 +296,13 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = match tls_setup(&args) {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
     // The control plane (signals, reloads, the watcher, the admin API) needs
     // no more than one thread; requests are served on the workers' own.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -221,7 +315,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(router, &args.listen, &args.admin)) {
+    match runtime.block_on(serve(router, &args.listen, &args.admin, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -231,7 +325,35 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn serve(mut router: Switchyard, listen: &str, admin: &str) -> anyhow::Result<()> {
+/// Where the TLS listener goes and its certificates, loaded and checked
+/// before anything is bound: an invalid pair stops the start with the
+/// messages `check` prints.
+fn tls_setup(args: &RunArgs) -> Result<Option<(String, Certificates)>, String> {
+    let pairs = args.tls.pairs()?;
+    match (&args.tls_listen, pairs.is_empty()) {
+        (None, true) => Ok(None),
+        (None, false) => Err("--tls-cert and --tls-key need --tls-listen".to_owned()),
+        (Some(_), true) => {
+            Err("--tls-listen needs at least one --tls-cert and --tls-key".to_owned())
+        }
+        (Some(listen), false) => match Certificates::load(pairs) {
+            Ok(certificates) => Ok(Some((listen.clone(), certificates))),
+            Err(errors) => Err(errors
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")),
+        },
+    }
+}
+
+async fn serve(
+    mut router: Switchyard,
+    listen: &str,
+    admin: &str,
+    tls: Option<(String, Certificates)>,
+) -> anyhow::Result<()> {
     // Signal handlers are installed before the listeners exist: a SIGTERM
     // that arrives as soon as the router is reachable must drain, and a
     // SIGHUP must reload, not end the process.
@@ -243,9 +365,21 @@ async fn serve(mut router: Switchyard, listen: &str, admin: &str) -> anyhow::Res
     let admin_listener = TcpListener::bind(admin)
         .await
         .with_context(|| format!("cannot listen on {admin} for the admin API"))?;
+    let tls_addr = match tls {
+        Some((listen, certificates)) => {
+            let listener = TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} for TLS"))?;
+            let addr = listener.local_addr()?;
+            router.add_tls_listener(listener, std::sync::Arc::new(certificates));
+            Some(addr)
+        }
+        None => None,
+    };
     let table = router.reloader().live().load_full();
     tracing::info!(
         proxy = %proxy_listener.local_addr()?,
+        tls = tls_addr.map(tracing::field::display),
         admin = %admin_listener.local_addr()?,
         config = %router.reloader().path().display(),
         routes = table.routes().len(),

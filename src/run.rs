@@ -1,6 +1,6 @@
 //! Starting and stopping a router: wires the reloader, the file watcher,
-//! SIGHUP, and both listeners together, and runs the shutdown sequence of
-//! SPEC 6 when told to stop.
+//! SIGHUP, the listeners (proxy, admin, and TLS when asked for) together,
+//! and runs the shutdown sequence of SPEC 6 when told to stop.
 //!
 //! Requests are served by `workers` threads, each running a current-thread
 //! runtime with its own accept loop on the one proxy socket and its own
@@ -27,15 +27,22 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
-use crate::proxy::handler::{self, ProxyState, Tunnels};
+use crate::proxy::handler::{self, Listener, ProxyState, Tunnels};
+use crate::proxy::server::Transport;
 use crate::proxy::{health, server};
 use crate::reload::reloader::{Reloader, Trigger};
 use crate::reload::watch;
 use crate::routes::config::ConfigError;
+use crate::tls::watch::CertWatch;
+use crate::tls::{Certificates, OnFailure};
 
 /// The admin listener gets this long to finish its own requests at shutdown;
 /// its answers are small and fast, and the proxy has drained by then.
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the live certificates are checked for a near expiry, which
+/// comes with time and no reload.
+const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -66,6 +73,8 @@ pub enum ServeError {
     Client(#[from] reqwest::Error),
     #[error("cannot start a worker thread: {0}")]
     Worker(#[from] std::io::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }
 
 impl Options {
@@ -91,6 +100,14 @@ pub struct Switchyard {
     reloader: Arc<Reloader>,
     watch: watch::WatchHandle,
     hangups: Option<Signal>,
+    tls: Option<TlsListener>,
+}
+
+/// The TLS listener, its certificates and the watcher that follows them.
+struct TlsListener {
+    listener: TcpListener,
+    certificates: Arc<Certificates>,
+    _watch: CertWatch,
 }
 
 impl Switchyard {
@@ -104,7 +121,21 @@ impl Switchyard {
             reloader,
             watch,
             hangups: None,
+            tls: None,
         })
+    }
+
+    /// Serves the same routes over TLS on `listener` with `certificates`,
+    /// which are followed (and reloaded on SIGHUP and `POST /reload`) from
+    /// now on.
+    pub fn add_tls_listener(&mut self, listener: TcpListener, certificates: Arc<Certificates>) {
+        let watch = crate::tls::watch::spawn(Arc::clone(&certificates), self.options.force_poll);
+        self.reloader.metrics().attach(certificates.collector());
+        self.tls = Some(TlsListener {
+            listener,
+            certificates,
+            _watch: watch,
+        });
     }
 
     /// Takes over SIGHUP now rather than when `serve` first runs: until a
@@ -134,22 +165,59 @@ impl Switchyard {
             reloader,
             watch: _watch,
             hangups,
+            tls,
         } = self;
+        let certificates = tls.as_ref().map(|tls| Arc::clone(&tls.certificates));
         let (stop_proxy, proxy_stopped) = signal::channel(false);
-        let workers = spawn_workers(proxy_listener, &options, &reloader, proxy_stopped)?;
+        // The watcher is kept until `serve` returns.
+        let (tls_socket, _cert_watch) = match tls {
+            Some(TlsListener {
+                listener,
+                certificates,
+                _watch,
+            }) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(certificates.server_config()?);
+                (Some((listener.into_std()?, acceptor)), Some(_watch))
+            }
+            None => (None, None),
+        };
+        let workers = spawn_workers(
+            proxy_listener,
+            tls_socket,
+            &options,
+            &reloader,
+            proxy_stopped,
+        )?;
         let readiness = Arc::new(Readiness::default());
         // Registered before the spawn, so SIGHUP is handled from here on.
         let hangups = hangups.or_else(hangup_listener);
-        let hangups = tokio::spawn(reload_on_sighup(Arc::clone(&reloader), hangups));
+        let hangups = tokio::spawn(reload_on_sighup(
+            Arc::clone(&reloader),
+            certificates.clone(),
+            hangups,
+        ));
         let health_checks = health::spawn(Arc::clone(reloader.live()))?;
+        let expiry_checks = certificates.clone().map(|certificates| {
+            tokio::spawn(async move {
+                let mut daily = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
+                // The first tick is now, and the load has just warned.
+                daily.tick().await;
+                loop {
+                    daily.tick().await;
+                    certificates.warn_if_expiring();
+                }
+            })
+        });
 
         let (stop_admin, admin_stopped) = oneshot::channel::<()>();
         let admin = tokio::spawn(server::serve(
             admin_listener,
+            Transport::Plain,
             admin::app(AdminState {
                 reloader: Arc::clone(&reloader),
                 readiness: Arc::clone(&readiness),
                 allow_remote_changes: options.admin_allow_remote_changes,
+                tls: certificates,
             }),
             async move {
                 let _ = admin_stopped.await;
@@ -175,6 +243,9 @@ impl Switchyard {
         }
         hangups.abort();
         health_checks.abort();
+        if let Some(expiry_checks) = expiry_checks {
+            expiry_checks.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -182,10 +253,12 @@ impl Switchyard {
 
 /// Starts one request-serving thread per worker, each accepting on its own
 /// handle to the proxy socket (the kernel hands each connection to one of
-/// them) until `stop` turns true, then draining its own connections. Each
-/// returned receiver completes when its worker has drained.
+/// them), and to the TLS socket if there is one, until `stop` turns true,
+/// then draining its own connections. Each returned receiver completes
+/// when its worker has drained.
 fn spawn_workers(
     listener: TcpListener,
+    tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     options: &Options,
     reloader: &Reloader,
     stop: signal::Receiver<bool>,
@@ -196,10 +269,15 @@ fn spawn_workers(
         let open = reloader.metrics().open();
         let tunnels = Tunnels::new(Arc::clone(&open.tunnels));
         let connections = Arc::clone(&open.proxy_connections);
+        let tls_connections = Arc::clone(&open.tls_connections);
         let mut state = ProxyState::new(Arc::clone(reloader.live()), tunnels.clone())?;
         state.observe = options.observe_requests;
         let listener = listener.try_clone()?;
-        let mut stop = stop.clone();
+        let tls = match &tls {
+            Some((socket, acceptor)) => Some((socket.try_clone()?, acceptor.clone())),
+            None => None,
+        };
+        let stop = stop.clone();
         let drain_timeout = options.drain_timeout;
         let (done, finished) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -216,16 +294,51 @@ fn spawn_workers(
                             return;
                         }
                     };
-                    let stopped = async move {
-                        let _ = stop.wait_for(|stopped| *stopped).await;
-                    };
                     let stopped_at = std::cell::Cell::new(None);
-                    let stopped = async {
-                        stopped.await;
-                        stopped_at.set(Some(tokio::time::Instant::now()));
+                    let stopped = || {
+                        let mut stop = stop.clone();
+                        let stopped_at = &stopped_at;
+                        async move {
+                            let _ = stop.wait_for(|stopped| *stopped).await;
+                            if stopped_at.get().is_none() {
+                                stopped_at.set(Some(tokio::time::Instant::now()));
+                            }
+                        }
                     };
-                    let app = handler::app(state);
-                    server::serve(listener, app, stopped, drain_timeout, connections).await;
+                    let plain = server::serve(
+                        listener,
+                        Transport::Plain,
+                        handler::app(state.clone()),
+                        stopped(),
+                        drain_timeout,
+                        connections,
+                    );
+                    let tls = async {
+                        let Some((socket, acceptor)) = tls else {
+                            return;
+                        };
+                        let listener = match TcpListener::from_std(socket) {
+                            Ok(listener) => listener,
+                            Err(error) => {
+                                tracing::error!(worker, %error, "worker cannot use the TLS socket");
+                                return;
+                            }
+                        };
+                        let state = ProxyState {
+                            listener: Listener::Tls,
+                            ..state.clone()
+                        };
+                        server::serve(
+                            listener,
+                            Transport::Tls(acceptor),
+                            handler::app(state),
+                            stopped(),
+                            drain_timeout,
+                            tls_connections,
+                        )
+                        .await;
+                    };
+                    tokio::join!(plain, tls);
                     // Upgraded tunnels are not HTTP connections: they get
                     // what is left of the same deadline, then are closed
                     // with this runtime.
@@ -247,16 +360,26 @@ fn spawn_workers(
     Ok(drained)
 }
 
-/// SIGHUP reloads through the same path as the watcher and the admin API.
-async fn reload_on_sighup(reloader: Arc<Reloader>, hangups: Option<Signal>) {
+/// SIGHUP reloads the routes, and the certificates if there are any,
+/// through the same path as the watchers and the admin API.
+async fn reload_on_sighup(
+    reloader: Arc<Reloader>,
+    certificates: Option<Arc<Certificates>>,
+    hangups: Option<Signal>,
+) {
     let Some(mut hangups) = hangups else {
         return;
     };
     while hangups.recv().await.is_some() {
         let reloader = Arc::clone(&reloader);
-        if let Err(error) =
-            tokio::task::spawn_blocking(move || reloader.reload(Trigger::Signal)).await
-        {
+        let certificates = certificates.clone();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            reloader.reload(Trigger::Signal);
+            if let Some(certificates) = certificates {
+                certificates.reload(Trigger::Signal, OnFailure::Report);
+            }
+        });
+        if let Err(error) = reloaded.await {
             tracing::error!(%error, "reload task failed");
         }
     }

@@ -353,6 +353,7 @@ async fn reload_from(peer: &str, allow_remote_changes: bool) -> StatusCode {
         reloader,
         readiness: Default::default(),
         allow_remote_changes,
+        tls: None,
     });
     let mut request = axum::extract::Request::post("/reload")
         .body(axum::body::Body::empty())
@@ -392,6 +393,7 @@ async fn reads_are_served_to_every_peer() {
         reloader: std::sync::Arc::clone(router.reloader()),
         readiness: Default::default(),
         allow_remote_changes: false,
+        tls: None,
     });
     for path in ["/healthz", "/metrics", "/routes", "/upstreams", "/"] {
         let mut request = axum::extract::Request::get(path)

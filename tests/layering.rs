@@ -10,14 +10,15 @@ use std::path::Path;
 /// Each part with its rank: a part may import parts of a lower rank only.
 /// `proxy` and `reload` are peers and must not import each other. `locks` is
 /// documentation only and, at rank 0, may import nothing.
-const PARTS: [(&str, u8); 7] = [
+const PARTS: [(&str, u8); 8] = [
     ("locks", 0),
     ("routes", 0),
     ("observe", 1),
     ("proxy", 2),
     ("reload", 2),
-    ("admin", 3),
-    ("run", 4),
+    ("tls", 3),
+    ("admin", 4),
+    ("run", 5),
 ];
 
 fn rank(part: &str) -> Option<u8> {

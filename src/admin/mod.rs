@@ -23,6 +23,7 @@ use crate::routes::counters::RouteMetrics;
 use crate::routes::explain::{explain, MatchQuery, NoMatch};
 use crate::routes::table::RouteTable;
 use crate::routes::upstreams::now_ms;
+use crate::tls::{Certificates, OnFailure, TlsReload};
 
 /// Whether the router should receive traffic: set once the proxy listener
 /// is bound, cleared the moment a shutdown signal arrives.
@@ -46,6 +47,8 @@ pub struct AdminState {
     /// Accept state changes (`POST /reload`) from peers other than
     /// loopback (`--admin-allow-remote-changes`).
     pub allow_remote_changes: bool,
+    /// The TLS listener's certificates, when there is one.
+    pub tls: Option<Arc<Certificates>>,
 }
 
 /// Whether `peer` may change the router's state: loopback always, others
@@ -87,7 +90,7 @@ struct ConfigStatus {
 
 fn health(state: &AdminState) -> Value {
     let table = state.reloader.live().load_full();
-    json!({
+    let mut health = json!({
         "status": "ok",
         "config": ConfigStatus {
             version: table.meta.version,
@@ -96,7 +99,11 @@ fn health(state: &AdminState) -> Value {
             sha256: table.meta.sha256.clone(),
         },
         "last_reload": state.reloader.last_reload(),
-    })
+    });
+    if let Some(certificates) = &state.tls {
+        health["tls"] = json!(certificates.status());
+    }
+    health
 }
 
 async fn healthz(State(state): State<AdminState>) -> Json<Value> {
@@ -222,20 +229,36 @@ async fn reload(
         return (StatusCode::FORBIDDEN, Json(body)).into_response();
     }
     let reloader = Arc::clone(&state.reloader);
-    let attempt = match tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin)).await {
-        Ok(attempt) => attempt,
+    let certificates = state.tls.clone();
+    let reloaded = tokio::task::spawn_blocking(move || {
+        let attempt = reloader.reload(Trigger::Admin);
+        let tls = certificates.map(|c| c.reload(Trigger::Admin, OnFailure::Report));
+        (attempt, tls)
+    });
+    let (attempt, tls) = match reloaded.await {
+        Ok(reloaded) => reloaded,
         Err(error) => {
             tracing::error!(%error, "reload task failed");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
-    let status = if attempt.result == ReloadResult::Error {
+    let tls_failed = matches!(tls, Some(TlsReload::Failed(_)));
+    let status = if attempt.result == ReloadResult::Error || tls_failed {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
     };
     let mut body = health(&state);
     body["reload"] = json!(attempt);
+    if let Some(tls) = tls {
+        body["tls_reload"] = match tls {
+            TlsReload::Replaced => json!({ "result": "ok", "error": null }),
+            TlsReload::Unchanged => json!({ "result": "unchanged", "error": null }),
+            TlsReload::Failed(error) | TlsReload::Held(error) => {
+                json!({ "result": "error", "error": error.to_string() })
+            }
+        };
+    }
     (status, Json(body)).into_response()
 }
 

@@ -16,7 +16,8 @@
 //! `duration_ms` (request received to body end), `bytes` (response body
 //! bytes handed to the connection; headers not included), `request_id`,
 //! `outcome` (`complete`, `aborted` when the upstream body broke off,
-//! `incomplete` when the client left first), and `error` for proxy errors.
+//! `incomplete` when the client left first), `listener` (`proxy`, or `tls`
+//! for the TLS listener), and `error` for proxy errors.
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -58,6 +59,7 @@ pub struct Exchange {
     uri: Uri,
     host: Option<HeaderValue>,
     request_id: HeaderValue,
+    listener: &'static str,
     routed: Routed,
     status: StatusCode,
     error: Option<&'static str>,
@@ -93,6 +95,7 @@ impl Exchange {
         request: &http::Request<B>,
         host: Option<HeaderValue>,
         request_id: HeaderValue,
+        listener: &'static str,
     ) -> Self {
         Exchange {
             table,
@@ -101,6 +104,7 @@ impl Exchange {
             uri: request.uri().clone(),
             host,
             request_id,
+            listener,
             routed: Routed::default(),
             status: StatusCode::OK,
             error: None,
@@ -160,6 +164,7 @@ impl Exchange {
             bytes = self.bytes,
             request_id = self.request_id.to_str().unwrap_or("-"),
             outcome = outcome.label(),
+            listener = self.listener,
             error = self.error,
             "request"
         );

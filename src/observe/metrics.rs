@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
@@ -38,6 +38,7 @@ type ResultLabel = [(&'static str, &'static str); 1];
 pub struct OpenCounts {
     pub proxy_connections: Arc<AtomicUsize>,
     pub admin_connections: Arc<AtomicUsize>,
+    pub tls_connections: Arc<AtomicUsize>,
     pub tunnels: Arc<AtomicUsize>,
 }
 
@@ -47,6 +48,9 @@ pub struct OpenCounts {
 pub struct Metrics {
     registry: Registry,
     open: Arc<OpenCounts>,
+    /// Series of parts that start after the registry exists (the TLS
+    /// listener's certificates); encoded once attached.
+    attached: Arc<OnceLock<Box<dyn Collector>>>,
     reloads_ok: Counter,
     reloads_error: Counter,
 }
@@ -71,9 +75,12 @@ impl Metrics {
             generations,
             open: Arc::clone(&open),
         }));
+        let attached = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(Attached(Arc::clone(&attached))));
         Metrics {
             registry,
             open,
+            attached,
             reloads_ok,
             reloads_error,
         }
@@ -81,6 +88,12 @@ impl Metrics {
 
     pub fn open(&self) -> &OpenCounts {
         &self.open
+    }
+
+    /// Adds `collector`'s series to `/metrics`; only the first one attached
+    /// is kept, and `false` says this one was not.
+    pub fn attach(&self, collector: Box<dyn Collector>) -> bool {
+        self.attached.set(collector).is_ok()
     }
 
     pub fn reload_ok(&self) {
@@ -96,6 +109,18 @@ impl Metrics {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+#[derive(Debug)]
+struct Attached(Arc<OnceLock<Box<dyn Collector>>>);
+
+impl Collector for Attached {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        match self.0.get() {
+            Some(collector) => collector.encode(encoder),
+            None => Ok(()),
+        }
     }
 }
 
@@ -149,6 +174,7 @@ impl Collector for LiveCollector {
         )?;
         for (listener, count) in [
             ("proxy", &self.open.proxy_connections),
+            ("tls", &self.open.tls_connections),
             ("admin", &self.open.admin_connections),
         ] {
             let value = count.load(Ordering::Relaxed) as u64;

@@ -53,11 +53,38 @@ pub const UPSTREAM_MAX_IDLE_PER_HOST: usize = 256;
 /// there; the route `timeout` still bounds the whole wait for headers.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which proxy listener a request came in on: what `X-Forwarded-Proto`
+/// says and the access log's `listener` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Plain,
+    Tls,
+}
+
+impl Listener {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Listener::Plain => "http",
+            Listener::Tls => "https",
+        }
+    }
+
+    /// The label of the listener in logs and in `switchyard_connections_open`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Plain => "proxy",
+            Listener::Tls => "tls",
+        }
+    }
+}
+
 /// What the proxy handler needs: the live table and the upstream client.
 #[derive(Clone)]
 pub struct ProxyState {
     pub live: Arc<ArcSwap<RouteTable>>,
     pub client: reqwest::Client,
+    /// Set per listener, so a request learns its scheme without a lookup.
+    pub listener: Listener,
     /// Per-request metrics and access log; off only to measure their cost.
     pub observe: bool,
     /// The upgraded connections this worker relays.
@@ -69,6 +96,7 @@ impl ProxyState {
         Ok(ProxyState {
             live,
             client: upstream_client()?,
+            listener: Listener::Plain,
             observe: true,
             tunnels,
         })
@@ -166,6 +194,7 @@ async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
             &request,
             authority.clone(),
             request_id.clone(),
+            state.listener.name(),
         )
     });
     let mut routed = Routed::default();
@@ -291,7 +320,7 @@ async fn forward(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade.is_some());
     if let Some(ip) = client_addr {
-        set_forwarded(headers, ip, "http", original_host.as_ref());
+        set_forwarded(headers, ip, state.listener.scheme(), original_host.as_ref());
     }
     // Over HTTP/1.1 with an origin-form target the authority is the `Host`
     // header itself, already in place.

@@ -7,6 +7,9 @@
 //! service; hyper-util's auto builder speaks HTTP/1.1 and cleartext HTTP/2
 //! (prior knowledge) on the same port.
 //!
+//! A TLS listener is the same loop with a handshake first, in the
+//! connection's own task so a slow client never holds up the accept loop.
+//!
 //! A listener is served by one task on whatever runtime calls [`serve`]:
 //! the proxy's workers each run one on their own thread (see `run`), the
 //! admin API one on the control runtime.
@@ -24,8 +27,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
@@ -38,6 +44,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// hyper's read buffer cap for HTTP/1, which is why it cannot be smaller
 /// than hyper's minimum of 8 KiB.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// A client that has not finished its TLS handshake within this time is
+/// disconnected (SPEC 4.11), for the same reason as the header timeout.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After an accept error (usually out of file descriptors) the loop waits
 /// this long before accepting again, instead of spinning on the error.
@@ -61,17 +71,25 @@ impl<S> App for S where
 {
 }
 
+/// What a connection speaks under HTTP.
+#[derive(Clone)]
+pub enum Transport {
+    Plain,
+    Tls(TlsAcceptor),
+}
+
 /// Serves `app` on `listener` until `stop` completes, then stops accepting
 /// and gives open connections up to `drain_timeout` to finish their requests.
 /// Returns once every connection has closed or the deadline passed.
 pub async fn serve(
     listener: TcpListener,
+    transport: Transport,
     app: impl App,
     stop: impl Future<Output = ()>,
     drain_timeout: Duration,
     open_connections: Arc<AtomicUsize>,
 ) {
-    let builder = connection_builder();
+    let builder = Arc::new(connection_builder());
     let graceful = GracefulShutdown::new();
     // Owns every connection task, so the ones still open when the drain
     // deadline passes can be cut instead of outliving `serve`.
@@ -94,34 +112,30 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let first_request = FirstRequest::default();
-        let service =
-            hyper::service::service_fn(with_peer(app.clone(), peer, first_request.clone()));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
         let open = OpenConnection::count(&open_connections);
-        connections.spawn(async move {
-            let _open = open;
-            let mut connection = std::pin::pin!(connection);
-            // hyper's header timeout only starts once the auto builder has
-            // chosen HTTP/1; until then (no bytes yet, or a partial HTTP/2
-            // preface) nothing bounds the wait, so the first request gets
-            // the same deadline here.
-            let result = match tokio::time::timeout(HEADER_READ_TIMEOUT, connection.as_mut()).await
-            {
-                Ok(result) => result,
-                Err(_) if !first_request.arrived() => {
-                    tracing::debug!(%peer, "no request within the header timeout; closing");
-                    return;
-                }
-                Err(_) => connection.await,
-            };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            app: app.clone(),
+            peer,
+            graceful: graceful.watcher(),
+        };
+        match &transport {
+            Transport::Plain => {
+                connections.spawn(async move {
+                    let _open = open;
+                    connection.serve(stream).await;
+                });
             }
-        });
+            Transport::Tls(acceptor) => {
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let _open = open;
+                    if let Some(stream) = handshake(&acceptor, stream, peer).await {
+                        connection.serve(stream).await;
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     let open = connections.len();
@@ -138,6 +152,70 @@ pub async fn serve(
     // Within the deadline every task has finished or is finishing; past it,
     // this aborts the connections still open, closing their sockets.
     connections.shutdown().await;
+}
+
+/// Runs the server side of a TLS handshake within [`TLS_HANDSHAKE_TIMEOUT`].
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no TLS handshake within its timeout; closing");
+            None
+        }
+    }
+}
+
+/// One accepted connection, ready to be served over whatever stream its
+/// transport gives.
+struct Connection<A> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    app: A,
+    peer: SocketAddr,
+    graceful: Watcher,
+}
+
+impl<A: App> Connection<A> {
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            builder,
+            app,
+            peer,
+            graceful,
+        } = self;
+        let first_request = FirstRequest::default();
+        let service = hyper::service::service_fn(with_peer(app, peer, first_request.clone()));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let mut connection = std::pin::pin!(connection);
+        // hyper's header timeout only starts once the auto builder has
+        // chosen HTTP/1; until then (no bytes yet, or a partial HTTP/2
+        // preface) nothing bounds the wait, so the first request gets the
+        // same deadline here.
+        let result = match tokio::time::timeout(HEADER_READ_TIMEOUT, connection.as_mut()).await {
+            Ok(result) => result,
+            Err(_) if !first_request.arrived() => {
+                tracing::debug!(%peer, "no request within the header timeout; closing");
+                return;
+            }
+            Err(_) => connection.await,
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+    }
 }
 
 /// Counts a connection in the open-connections gauge until its task ends,

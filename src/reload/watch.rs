@@ -134,7 +134,7 @@ fn start_watcher(
 }
 
 /// Whether an event can mean the route file now reads differently.
-fn is_relevant(event: &notify::Result<Event>) -> bool {
+pub(crate) fn is_relevant(event: &notify::Result<Event>) -> bool {
     let Ok(event) = event else {
         // An error (such as a queue overflow) may hide a change: re-read.
         return true;

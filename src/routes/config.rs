@@ -117,7 +117,7 @@ pub struct Source {
 
 impl Source {
     pub fn new(text: String) -> Self {
-        let sha256 = hex(&Sha256::digest(text.as_bytes()));
+        let sha256 = sha256_hex(text.as_bytes());
         Source { text, sha256 }
     }
 
@@ -133,8 +133,12 @@ impl Source {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of `bytes` in lower-case hex, the form `sha256sum` prints.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A parsed route file: every route checked on its own, in file order.

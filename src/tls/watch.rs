@@ -1,0 +1,196 @@
+//! Turns changes to certificate and key files into certificate reloads:
+//! a notify watcher on every directory that holds one, or a poller when no
+//! watcher can start.
+//!
+//! Directories are watched, not files, for the reasons the route file's
+//! watcher gives (`crate::reload::watch`): a Kubernetes Secret volume
+//! swaps a `..data` symlink, an editor saves by rename. A certificate and
+//! its key are two files, and an update can land one before the other;
+//! a pair that fails right after a change is given [`PAIR_PATIENCE`] for
+//! the rest of the update to arrive before the failure is reported.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use notify::{Event, RecursiveMode, Watcher};
+
+use crate::reload::reloader::Trigger;
+use crate::reload::watch::{is_relevant, DEBOUNCE, POLL_INTERVAL};
+use crate::routes::config::sha256_hex;
+use crate::tls::certificates::{Certificates, OnFailure, TlsReload};
+
+/// How long a pair that fails after a change may take to become whole:
+/// a certificate copied in before its key, by hand or by a script, is
+/// complete within milliseconds; a pair that is still broken after this
+/// is reported.
+pub const PAIR_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Keeps the watcher (or poller) alive; dropping it stops its thread.
+pub struct CertWatch {
+    _watcher: Option<notify::RecommendedWatcher>,
+    _poll_keepalive: Option<mpsc::Sender<notify::Result<Event>>>,
+}
+
+/// Starts following the files of every pair in `certificates`.
+pub fn spawn(certificates: Arc<Certificates>, force_poll: bool) -> CertWatch {
+    let (tx, rx) = mpsc::channel();
+    let dirs = watched_dirs(&certificates);
+    let watcher = if force_poll {
+        None
+    } else {
+        match start_watcher(&dirs, tx.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, interval = ?POLL_INTERVAL,
+                    "cannot watch the certificate directories; polling the files instead");
+                None
+            }
+        }
+    };
+    let started = match watcher {
+        Some(watcher) => {
+            tracing::info!(dirs = ?dirs, "watching the certificate directories");
+            std::thread::Builder::new()
+                .name("switchyard-certs".into())
+                .spawn(move || watch_loop(&certificates, &rx))
+                .map(|_| CertWatch {
+                    _watcher: Some(watcher),
+                    _poll_keepalive: None,
+                })
+        }
+        None => std::thread::Builder::new()
+            .name("switchyard-certs".into())
+            .spawn(move || poll_loop(&certificates, &rx))
+            .map(|_| CertWatch {
+                _watcher: None,
+                _poll_keepalive: Some(tx),
+            }),
+    };
+    started.unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot start the certificate watcher thread; reload certificates with SIGHUP or POST /reload");
+        CertWatch {
+            _watcher: None,
+            _poll_keepalive: None,
+        }
+    })
+}
+
+fn watched_dirs(certificates: &Certificates) -> BTreeSet<PathBuf> {
+    let dir = |path: &Path| match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    certificates
+        .paths()
+        .iter()
+        .flat_map(|pair| [dir(&pair.cert), dir(&pair.key)])
+        .collect()
+}
+
+fn start_watcher(
+    dirs: &BTreeSet<PathBuf>,
+    tx: mpsc::Sender<notify::Result<Event>>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event| {
+        let _ = tx.send(event);
+    })?;
+    for dir in dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    Ok(watcher)
+}
+
+fn watch_loop(certificates: &Certificates, rx: &mpsc::Receiver<notify::Result<Event>>) {
+    while let Ok(event) = rx.recv() {
+        if !is_relevant(&event) {
+            continue;
+        }
+        // Quiet for one debounce, then load; a failure waits for the rest
+        // of the update, and any further event starts the wait over.
+        loop {
+            if !quiet_for(rx, DEBOUNCE) {
+                return;
+            }
+            let held = certificates.reload(Trigger::Watch, OnFailure::Hold);
+            if !matches!(held, TlsReload::Held(_)) {
+                break;
+            }
+            match next_change(rx, PAIR_PATIENCE) {
+                Next::Change => continue,
+                Next::Quiet => {
+                    certificates.reload(Trigger::Watch, OnFailure::Report);
+                    break;
+                }
+                Next::Stopped => return,
+            }
+        }
+    }
+}
+
+enum Next {
+    Change,
+    Quiet,
+    Stopped,
+}
+
+/// Waits up to `wait` for an event that can mean a file changed. Others
+/// (among them the opens and reads of the reload itself) do not count.
+fn next_change(rx: &mpsc::Receiver<notify::Result<Event>>, wait: Duration) -> Next {
+    let until = Instant::now() + wait;
+    loop {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(event) if is_relevant(&event) => return Next::Change,
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => return Next::Quiet,
+            Err(RecvTimeoutError::Disconnected) => return Next::Stopped,
+        }
+    }
+}
+
+/// Waits until no change has been seen for `quiet`; `false` once the
+/// watcher has stopped.
+fn quiet_for(rx: &mpsc::Receiver<notify::Result<Event>>, quiet: Duration) -> bool {
+    loop {
+        match next_change(rx, quiet) {
+            Next::Change => {}
+            Next::Quiet => return true,
+            Next::Stopped => return false,
+        }
+    }
+}
+
+/// Reloads when the files' bytes have changed and then stayed the same for
+/// one interval, so a pair caught mid-update is not reported.
+fn poll_loop(certificates: &Certificates, rx: &mpsc::Receiver<notify::Result<Event>>) {
+    let mut previous = files_digest(certificates);
+    let mut attempted = previous.clone();
+    loop {
+        match rx.recv_timeout(POLL_INTERVAL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(_) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let seen = files_digest(certificates);
+        if seen == previous && seen != attempted {
+            certificates.reload(Trigger::Poll, OnFailure::Report);
+            attempted.clone_from(&seen);
+        }
+        previous = seen;
+    }
+}
+
+/// One digest over every certificate and key file's bytes (a file that
+/// cannot be read counts as empty).
+fn files_digest(certificates: &Certificates) -> String {
+    let mut all = Vec::new();
+    for pair in certificates.paths() {
+        for path in [&pair.cert, &pair.key] {
+            all.extend(std::fs::read(path).unwrap_or_default());
+            all.push(0);
+        }
+    }
+    sha256_hex(&all)
+}
