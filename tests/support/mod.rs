@@ -18,6 +18,7 @@ mod held;
 mod metrics;
 mod process;
 mod router;
+mod tls;
 mod upstream;
 mod wire;
 
@@ -28,6 +29,7 @@ pub use self::held::{held_upstream, Held, RELEASED};
 pub use self::metrics::Metrics;
 pub use self::process::{run_switchyard, switchyard_command, RouteFile, SwitchyardProcess};
 pub use self::router::{TestRouter, TestRouterBuilder};
+pub use self::tls::{HttpsConnection, Leaf, TestCa};
 pub use self::upstream::{
     closed_port_url, read_request_head, Echoed, Gate, Upstream, UpstreamSpec,
 };

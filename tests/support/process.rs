@@ -101,6 +101,7 @@ pub struct SwitchyardProcess {
     child: Child,
     proxy: SocketAddr,
     admin: SocketAddr,
+    tls: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
     route_file: RouteFile,
 }
@@ -170,7 +171,7 @@ impl SwitchyardProcess {
         let mut child = command.spawn().expect("start the switchyard binary");
         let stderr = child.stderr.take().expect("stderr is piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (proxy, admin) =
+        let Listening { proxy, admin, tls } =
             tokio::time::timeout(PROCESS_DEADLINE, listening(stderr, Arc::clone(&logs)))
                 .await
                 .unwrap_or_else(|_| {
@@ -183,6 +184,7 @@ impl SwitchyardProcess {
             child,
             proxy,
             admin,
+            tls,
             logs,
             route_file,
         }
@@ -194,6 +196,11 @@ impl SwitchyardProcess {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// The TLS listener's address; panics if the router has none.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("the router was started with --tls-listen")
     }
 
     /// The router's request-serving threads, counted by name in
@@ -248,9 +255,16 @@ impl SwitchyardProcess {
     }
 }
 
-/// Reads log lines until the start-up line with both addresses, then keeps
+/// The addresses of the start-up line.
+struct Listening {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    tls: Option<SocketAddr>,
+}
+
+/// Reads log lines until the start-up line with the addresses, then keeps
 /// collecting the rest in the background.
-async fn listening(stderr: ChildStderr, logs: Arc<Mutex<Vec<String>>>) -> (SocketAddr, SocketAddr) {
+async fn listening(stderr: ChildStderr, logs: Arc<Mutex<Vec<String>>>) -> Listening {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         logs.lock().unwrap().push(line.clone());
@@ -270,14 +284,15 @@ async fn listening(stderr: ChildStderr, logs: Arc<Mutex<Vec<String>>>) -> (Socke
     );
 }
 
-/// The proxy and admin addresses of the start-up line, in JSON
+/// The proxy, admin and TLS addresses of the start-up line, in JSON
 /// (`"proxy":"ADDR"`) or pretty (`proxy=ADDR`) format; `None` for any other
 /// line.
-fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let (proxy, admin) = match serde_json::from_str::<Value>(line) {
+fn listening_addresses(line: &str) -> Option<Listening> {
+    let (proxy, admin, tls) = match serde_json::from_str::<Value>(line) {
         Ok(entry) if entry["message"] == "switchyard listening" => (
             entry["proxy"].as_str().map(str::to_owned),
             entry["admin"].as_str().map(str::to_owned),
+            entry["tls"].as_str().map(str::to_owned),
         ),
         Err(_) if line.contains("switchyard listening") => {
             let field = |name: &str| {
@@ -285,7 +300,7 @@ fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
                     .find_map(|part| part.strip_prefix(name)?.strip_prefix('='))
                     .map(str::to_owned)
             };
-            (field("proxy"), field("admin"))
+            (field("proxy"), field("admin"), field("tls"))
         }
         _ => return None,
     };
@@ -294,5 +309,9 @@ fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
             .and_then(|value| value.parse().ok())
             .unwrap_or_else(|| panic!("no `{name}` address in {line}"))
     };
-    Some((addr("proxy", proxy), addr("admin", admin)))
+    Some(Listening {
+        proxy: addr("proxy", proxy),
+        admin: addr("admin", admin),
+        tls: tls.map(|tls| addr("tls", Some(tls))),
+    })
 }
