@@ -149,6 +149,36 @@ async fn the_kubernetes_example_agrees_with_the_code() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
+    // The TLS Secret is mounted as the directory of the pair, never by
+    // subPath, and the port named https is the TLS listener's.
+    assert_eq!(ports["https"], port_of(&env["SWITCHYARD_TLS_LISTEN"]));
+    for var in ["SWITCHYARD_TLS_CERT", "SWITCHYARD_TLS_KEY"] {
+        let file = Path::new(&env[var]);
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .expect("mounts")
+            .iter()
+            .find(|m| {
+                Path::new(m["mountPath"].as_str().unwrap_or(""))
+                    == file.parent().expect("a directory")
+            })
+            .unwrap_or_else(|| panic!("a mount at the directory of {var}"));
+        assert!(
+            mount.get("subPath").is_none(),
+            "{var}: a subPath mount never sees updates"
+        );
+        let volume = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("the mounted volume");
+        assert!(
+            volume["secret"]["secretName"].is_string(),
+            "{var} comes from a Secret"
+        );
+    }
+
     // The grace period covers the delay and the drain.
     let grace = Duration::from_secs(
         pod["terminationGracePeriodSeconds"]
