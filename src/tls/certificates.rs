@@ -277,6 +277,14 @@ impl Certificates {
         if errors.is_empty() {
             record.reported = None;
             if !replaced {
+                // Files put back the way they serve end an earlier failure.
+                if !record.last.ok {
+                    record.last = LastReload {
+                        ok: true,
+                        at: now,
+                        error: None,
+                    };
+                }
                 return TlsReload::Unchanged;
             }
             self.reloads_ok.fetch_add(1, Ordering::Relaxed);
