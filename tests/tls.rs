@@ -593,3 +593,37 @@ async fn check_prints_names_and_expiry_and_start_up_refuses_a_bad_pair() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("needs at least one --tls-cert"));
 }
+
+#[tokio::test]
+async fn sighup_and_post_reload_reload_certificates_the_watcher_cannot_see() {
+    let upstream = Upstream::echo("app").start().await;
+    let ca = TestCa::new();
+    // The files the router is given are links into a directory it does
+    // not watch, so only an explicit reload finds the new pair.
+    let linked = tempfile::tempdir().expect("a directory");
+    let real = tempfile::tempdir().expect("a directory");
+    let first = ca.leaf(&["a.test"]);
+    let (real_cert, real_key) = first.write(real.path(), "real");
+    let cert = linked.path().join("tls.pem");
+    let key = linked.path().join("tls.key");
+    std::os::unix::fs::symlink(&real_cert, &cert).expect("link the certificate");
+    std::os::unix::fs::symlink(&real_key, &key).expect("link the key");
+    let router = start(&routes_to(&upstream), &[(&cert, &key)]).await;
+
+    let second = ca.leaf(&["a.test"]);
+    second.rename_over(&real_cert, &real_key);
+    router.signal("HUP").await;
+    serves_within(&router, "a.test", &ca, &second).await;
+
+    let third = ca.leaf(&["a.test"]);
+    third.rename_over(&real_cert, &real_key);
+    let response = client()
+        .post(router.admin_url("/reload"))
+        .send()
+        .await
+        .expect("POST /reload");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    assert_eq!(body["tls_reload"]["result"], "ok", "{body}");
+    assert_eq!(presented(&router, "a.test", &ca).await.der, third.der);
+}
