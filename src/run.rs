@@ -107,7 +107,7 @@ pub struct Switchyard {
 struct TlsListener {
     listener: TcpListener,
     certificates: Arc<Certificates>,
-    _watch: CertWatch,
+    watch: CertWatch,
 }
 
 impl Switchyard {
@@ -134,7 +134,7 @@ impl Switchyard {
         self.tls = Some(TlsListener {
             listener,
             certificates,
-            _watch: watch,
+            watch,
         });
     }
 
@@ -174,10 +174,10 @@ impl Switchyard {
             Some(TlsListener {
                 listener,
                 certificates,
-                _watch,
+                watch,
             }) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(certificates.server_config()?);
-                (Some((listener.into_std()?, acceptor)), Some(_watch))
+                (Some((listener.into_std()?, acceptor)), Some(watch))
             }
             None => (None, None),
         };

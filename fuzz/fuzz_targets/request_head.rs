@@ -66,6 +66,7 @@ fn rig() -> &'static Rig {
             let proxy = listener.local_addr().expect("an address");
             tokio::spawn(server::serve(
                 listener,
+                server::Transport::Plain,
                 handler::app(state),
                 std::future::pending::<()>(),
                 Duration::from_secs(1),
