@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use url::Url;
+
 use crate::routes::config::UpstreamSpec;
 
 /// Consecutive connect failures or timeouts that eject an upstream.
@@ -219,9 +221,9 @@ pub struct UpstreamCounters {
 #[derive(Debug)]
 pub struct RouteUpstream {
     pub spec: UpstreamSpec,
-    /// `scheme://host:port`: what a request's path is appended to, written
-    /// out once per table.
-    pub origin: Box<str>,
+    /// `scheme://host:port/`: the URL a request's path and query are set
+    /// on, parsed once per table.
+    pub origin: Url,
     /// `host:port`, the metrics label.
     pub label: Box<str>,
     pub health: Arc<UpstreamHealth>,
@@ -230,7 +232,9 @@ pub struct RouteUpstream {
 
 impl RouteUpstream {
     pub fn new(spec: UpstreamSpec) -> Self {
-        let origin = spec.url[..url::Position::BeforePath].into();
+        let mut origin = spec.url.clone();
+        origin.set_path("/");
+        origin.set_query(None);
         let label = spec.url[url::Position::BeforeHost..url::Position::AfterPort].into();
         RouteUpstream {
             spec,
