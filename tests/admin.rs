@@ -361,7 +361,7 @@ async fn reload_from(peer: &str, allow_remote_changes: bool) -> StatusCode {
     let peer: std::net::SocketAddr = peer.parse().expect("an address");
     request
         .extensions_mut()
-        .insert(axum::extract::ConnectInfo(peer));
+        .insert(switchyard::proxy::server::Peer::new(peer));
     let response = app.oneshot(request).await.expect("the service answers");
     StatusCode::from_u16(response.status().as_u16()).expect("a status")
 }
@@ -402,7 +402,7 @@ async fn reads_are_served_to_every_peer() {
         let peer: std::net::SocketAddr = "10.1.2.3:40000".parse().expect("an address");
         request
             .extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
+            .insert(switchyard::proxy::server::Peer::new(peer));
         let response = app
             .clone()
             .oneshot(request)

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use proptest::prelude::*;
-use switchyard::proxy::headers::{set_forwarded, strip_hop_by_hop};
+use switchyard::proxy::headers::{set_forwarded, strip_hop_by_hop, ClientAddress};
 use switchyard::routes::config::{parse, ConfigError, HostPattern, RouteSpec};
 use switchyard::routes::path::{canonical_path, upstream_path};
 use switchyard::routes::table::{RequestFacts, RouteTable, TableMeta};
@@ -342,7 +342,7 @@ proptest! {
             }
         }
         let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-        set_forwarded(&mut headers, client, "http", None);
+        set_forwarded(&mut headers, &ClientAddress::new(client), "http", None);
         let forwarded: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
         let joined = forwarded.join(", ");
         prop_assert!(joined.ends_with("192.0.2.7"), "{}", joined);

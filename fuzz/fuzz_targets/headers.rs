@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use switchyard::proxy::headers::{set_forwarded, strip_hop_by_hop};
+use switchyard::proxy::headers::{set_forwarded, strip_hop_by_hop, ClientAddress};
 
 fuzz_target!(|data: (Vec<(Vec<u8>, Vec<u8>)>, bool)| {
     let (pairs, keep_upgrade) = data;
@@ -75,7 +75,7 @@ fuzz_target!(|data: (Vec<(Vec<u8>, Vec<u8>)>, bool)| {
         }
     }
     let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
-    set_forwarded(&mut headers, client, "http", None);
+    set_forwarded(&mut headers, &ClientAddress::new(client), "http", None);
     let last = headers
         .get_all("x-forwarded-for")
         .iter()

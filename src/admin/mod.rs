@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::observe::metrics::NO_ROUTE;
+use crate::proxy::server::Peer;
 use crate::reload::reloader::{rfc3339, ReloadResult, Reloader, RouteDiff, Trigger};
 use crate::routes::config::{HostPattern, RouteSpec, TargetSpec};
 use crate::routes::counters::RouteMetrics;
@@ -215,11 +216,8 @@ fn rfc3339_string(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-async fn reload(
-    State(state): State<AdminState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-) -> Response {
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+async fn reload(State(state): State<AdminState>, peer: Option<Extension<Peer>>) -> Response {
+    let peer = peer.map(|Extension(peer)| peer.addr);
     if !may_change_state(&state, peer) {
         tracing::warn!(?peer, "refused POST /reload from a non-loopback peer");
         let body = json!({

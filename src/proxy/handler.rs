@@ -8,14 +8,13 @@
 //! access-log buffer, uncontended and held for a copy (see `log_writer`).
 //! Nothing is ever held across an `.await`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::body::{Body, BodyDataStream};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -33,7 +32,7 @@ use crate::proxy::headers::{
     ensure_request_id, request_authority, set_forwarded, strip_hop_by_hop, upgrade_requested,
     REQUEST_ID,
 };
-use crate::proxy::server::App;
+use crate::proxy::server::{App, Peer};
 use crate::routes::config::RespondSpec;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::{canonical_path, upstream_path};
@@ -296,16 +295,14 @@ async fn forward(
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
 
-    let client_addr = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
+    let peer = parts.extensions.get::<Peer>();
     // The host routed on is the host forwarded; for HTTP/2 this turns
     // `:authority` into `Host`.
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade.is_some());
-    if let Some(ip) = client_addr {
-        set_forwarded(headers, ip, state.listener.scheme(), original_host.as_ref());
+    if let Some(peer) = peer {
+        let proto = state.listener.scheme();
+        set_forwarded(headers, &peer.forwarded_for, proto, original_host.as_ref());
     }
     // Over HTTP/1.1 with an origin-form target the authority is the `Host`
     // header itself, already in place.

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,6 +31,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+
+use crate::proxy::headers::ClientAddress;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
@@ -250,17 +251,35 @@ impl FirstRequest {
     }
 }
 
-/// Adapts the router to hyper, giving each request the client's address the
-/// way `axum::serve` would (`ConnectInfo`), and noting that the connection
-/// has sent a request.
+/// The client end of a connection, given to every request on it as an
+/// extension (where `axum::serve` would give `ConnectInfo`): its address,
+/// and that address as `X-Forwarded-For` writes it, formatted once.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub forwarded_for: ClientAddress,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        Peer {
+            addr,
+            forwarded_for: ClientAddress::new(addr.ip()),
+        }
+    }
+}
+
+/// Adapts the router to hyper, giving each request its connection's
+/// [`Peer`], and noting that the connection has sent a request.
 fn with_peer<A: App>(
     app: A,
     peer: SocketAddr,
     first_request: FirstRequest,
 ) -> impl Fn(http::Request<Incoming>) -> Oneshot<A, http::Request<Incoming>> + Clone {
+    let peer = Peer::new(peer);
     move |mut request: http::Request<Incoming>| {
         first_request.mark();
-        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(peer.clone());
         app.clone().oneshot(request)
     }
 }
