@@ -153,7 +153,7 @@ impl Exchange {
         }
         tracing::info!(
             target: TARGET,
-            method = %self.method,
+            method = self.method.as_str(),
             host = self.host.as_ref().and_then(|h| h.to_str().ok()),
             path = self.uri.path(),
             route = route.map_or(NO_ROUTE, |r| r.name()),

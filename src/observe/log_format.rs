@@ -46,13 +46,20 @@ where
             return self.default.format_event(ctx, writer, event);
         }
         let now = std::time::SystemTime::now();
-        write!(
-            writer,
-            "{} {:>5} {}:",
-            humantime::format_rfc3339_micros(now),
-            metadata.level(),
-            metadata.target()
-        )?;
+        write!(writer, "{}", humantime::format_rfc3339_micros(now))?;
+        // The level right-aligned in five columns, as the default format.
+        let level = match *metadata.level() {
+            tracing::Level::ERROR => "ERROR",
+            tracing::Level::WARN => " WARN",
+            tracing::Level::INFO => " INFO",
+            tracing::Level::DEBUG => "DEBUG",
+            tracing::Level::TRACE => "TRACE",
+        };
+        writer.write_char(' ')?;
+        writer.write_str(level)?;
+        writer.write_char(' ')?;
+        writer.write_str(metadata.target())?;
+        writer.write_char(':')?;
         let mut fields = Pairs {
             writer: &mut writer,
             result: Ok(()),
@@ -60,6 +67,20 @@ where
         event.record(&mut fields);
         fields.result?;
         writer.write_char('\n')
+    }
+}
+
+/// Writes `value` in decimal at the end of `digits`; returns where it starts.
+fn write_digits(digits: &mut [u8], value: u64) -> usize {
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            return at;
+        }
     }
 }
 
@@ -111,16 +132,7 @@ impl Visit for Pairs<'_, '_> {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
+        let at = write_digits(&mut digits, value);
         // ASCII digits, so always valid UTF-8.
         match std::str::from_utf8(&digits[at..]) {
             Ok(text) => self.plain(field, text),
@@ -133,6 +145,37 @@ impl Visit for Pairs<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
+        // `duration_ms` is whole microseconds over 1,000: written digit by
+        // digit it reads as Display would print it, without the shortest
+        // round-trip search that Display runs for every float.
+        let thousandths = value * 1000.0;
+        let whole = thousandths.round();
+        if value >= 0.0 && whole < 1e15 && whole / 1000.0 == value {
+            let whole = whole as u64;
+            let mut digits = [0u8; 24];
+            let mut end = digits.len();
+            let mut fraction = whole % 1000;
+            if fraction != 0 {
+                // Up to three decimals, trailing zeros dropped.
+                let mut places = 3;
+                while fraction % 10 == 0 {
+                    fraction /= 10;
+                    places -= 1;
+                }
+                for _ in 0..places {
+                    end -= 1;
+                    digits[end] = b'0' + (fraction % 10) as u8;
+                    fraction /= 10;
+                }
+                end -= 1;
+                digits[end] = b'.';
+            }
+            let at = write_digits(&mut digits[..end], whole / 1000);
+            if let Ok(text) = std::str::from_utf8(&digits[at..]) {
+                self.plain(field, text);
+                return;
+            }
+        }
         self.pair(field, format_args!("{value}"));
     }
 
@@ -142,5 +185,57 @@ impl Visit for Pairs<'_, '_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.pair(field, format_args!("{value:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `record_f64` writes for a field named `duration_ms`.
+    fn written(value: f64) -> String {
+        struct Capture(String);
+        impl Visit for Capture {
+            fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+            fn record_f64(&mut self, field: &Field, value: f64) {
+                let mut line = String::new();
+                let mut writer = Writer::new(&mut line);
+                let mut pairs = Pairs {
+                    writer: &mut writer,
+                    result: Ok(()),
+                };
+                pairs.record_f64(field, value);
+                self.0 = line;
+            }
+        }
+        let mut capture = Capture(String::new());
+        static META: tracing::Metadata<'static> = tracing::metadata! {
+            name: "test",
+            target: "test",
+            level: tracing::Level::INFO,
+            fields: &["duration_ms"],
+            callsite: &CALLSITE,
+            kind: tracing::metadata::Kind::EVENT,
+        };
+        static CALLSITE: tracing::callsite::DefaultCallsite =
+            tracing::callsite::DefaultCallsite::new(&META);
+        let field = META.fields().field("duration_ms").expect("the field");
+        capture.record_f64(&field, value);
+        capture.0
+    }
+
+    #[test]
+    fn durations_print_as_display_would() {
+        for micros in [0u64, 1, 9, 10, 100, 255, 1000, 1500, 1_234_567, 99_999_999] {
+            let value = micros as f64 / 1000.0;
+            assert_eq!(
+                written(value),
+                format!(" duration_ms={value}"),
+                "{micros} µs"
+            );
+        }
+        for value in [0.0001, 1.0 / 3.0, -2.5, 1e300] {
+            assert_eq!(written(value), format!(" duration_ms={value}"));
+        }
     }
 }
