@@ -57,7 +57,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     let has_upgrade = present[UPGRADE_AT];
-    if present[CONNECTION_AT] {
+    if present[CONNECTION_AT] && names_other_headers(headers) {
         for name in connection_options(headers) {
             if name == HOST || (keep_upgrade && name == UPGRADE) {
                 continue;
@@ -96,6 +96,23 @@ static ALWAYS_HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 /// on the next hop.
 pub fn upgrade_requested(headers: &HeaderMap) -> bool {
     headers.contains_key(UPGRADE) && connection_options(headers).contains(&UPGRADE)
+}
+
+/// Whether `Connection` lists anything but `keep-alive` and `close`, which
+/// is all it says on nearly every message: `close` names no header, and
+/// `Keep-Alive` is removed anyway. Only then are its options parsed into
+/// names, which costs an allocation and a parse per token.
+fn names_other_headers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+                && !token.eq_ignore_ascii_case(b"close")
+        })
 }
 
 /// The header names listed in every `Connection` header, lower-cased.
