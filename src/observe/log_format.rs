@@ -6,6 +6,7 @@
 //! part through its colour machinery, which was most of what the access log
 //! cost a request. JSON output keeps tracing-subscriber's JSON format.
 
+use std::cell::Cell;
 use std::fmt;
 
 use tracing::field::{Field, Visit};
@@ -45,8 +46,7 @@ where
         if metadata.target() != access::TARGET {
             return self.default.format_event(ctx, writer, event);
         }
-        let now = std::time::SystemTime::now();
-        write!(writer, "{}", humantime::format_rfc3339_micros(now))?;
+        write_timestamp(&mut writer, std::time::SystemTime::now())?;
         // The level right-aligned in five columns, as the default format.
         let level = match *metadata.level() {
             tracing::Level::ERROR => "ERROR",
@@ -67,6 +67,44 @@ where
         event.record(&mut fields);
         fields.result?;
         writer.write_char('\n')
+    }
+}
+
+/// Writes `at` as RFC 3339 UTC with microseconds, as the default format
+/// does. The date and time to the second are formatted once per second and
+/// thread; a line only adds its microseconds.
+fn write_timestamp(writer: &mut Writer<'_>, at: std::time::SystemTime) -> fmt::Result {
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else {
+        return write!(writer, "{}", humantime::format_rfc3339_micros(at));
+    };
+    let seconds = since_epoch.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != seconds {
+        let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+        let text = humantime::format_rfc3339_seconds(whole).to_string();
+        match text.as_bytes().get(..19) {
+            Some(date_and_time) => prefix.copy_from_slice(date_and_time),
+            None => return write!(writer, "{}", humantime::format_rfc3339_micros(at)),
+        }
+        SECOND.set((seconds, prefix));
+    }
+    let mut micros = [0u8; 8];
+    micros[0] = b'.';
+    let mut rest = since_epoch.subsec_micros();
+    for digit in micros[1..7].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    micros[7] = b'Z';
+    match (std::str::from_utf8(&prefix), std::str::from_utf8(&micros)) {
+        (Ok(prefix), Ok(micros)) => {
+            writer.write_str(prefix)?;
+            writer.write_str(micros)
+        }
+        _ => write!(writer, "{}", humantime::format_rfc3339_micros(at)),
     }
 }
 
@@ -222,6 +260,17 @@ mod tests {
         let field = META.fields().field("duration_ms").expect("the field");
         capture.record_f64(&field, value);
         capture.0
+    }
+
+    #[test]
+    fn timestamps_print_as_humantime_would() {
+        let base = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
+        for micros in [0u64, 1, 999_999, 1_000_000, 1_500_042, 86_400_000_007] {
+            let at = base + std::time::Duration::from_micros(micros);
+            let mut line = String::new();
+            write_timestamp(&mut Writer::new(&mut line), at).expect("written");
+            assert_eq!(line, humantime::format_rfc3339_micros(at).to_string());
+        }
     }
 
     #[test]
