@@ -33,7 +33,6 @@ use crate::proxy::{health, server};
 use crate::reload::reloader::{Reloader, Trigger};
 use crate::reload::watch;
 use crate::routes::config::ConfigError;
-use crate::tls::watch::CertWatch;
 use crate::tls::{Certificates, OnFailure};
 
 /// The admin listener gets this long to finish its own requests at shutdown;
@@ -107,7 +106,7 @@ pub struct Switchyard {
 struct TlsListener {
     listener: TcpListener,
     certificates: Arc<Certificates>,
-    watch: CertWatch,
+    watch: watch::WatchHandle,
 }
 
 impl Switchyard {

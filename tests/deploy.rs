@@ -59,6 +59,29 @@ fn duration(text: &str) -> Duration {
     humantime::parse_duration(text).unwrap_or_else(|e| panic!("`{text}` is not a duration: {e}"))
 }
 
+/// The volume mounted at `file`'s directory, which must not be a `subPath`
+/// mount: those are single-file bind mounts that never see updates.
+fn directory_volume<'a>(container: &Value, pod: &'a Value, file: &Path) -> &'a Value {
+    let dir = file.parent().expect("a directory");
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .find(|m| Path::new(m["mountPath"].as_str().unwrap_or("")) == dir)
+        .unwrap_or_else(|| panic!("a mount at {}", dir.display()));
+    assert!(
+        mount.get("subPath").is_none(),
+        "{}: a subPath mount never sees updates",
+        file.display()
+    );
+    pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume")
+}
+
 #[tokio::test]
 async fn the_kubernetes_example_agrees_with_the_code() {
     let flags = env_flags().await;
@@ -114,25 +137,7 @@ async fn the_kubernetes_example_agrees_with_the_code() {
 
     // The ConfigMap is mounted as the directory that holds the route file.
     let config = Path::new(&env["SWITCHYARD_CONFIG"]);
-    let mount = container["volumeMounts"]
-        .as_sequence()
-        .expect("mounts")
-        .iter()
-        .find(|m| {
-            Path::new(m["mountPath"].as_str().unwrap_or(""))
-                == config.parent().expect("a directory")
-        })
-        .expect("a mount at the route file's directory");
-    assert!(
-        mount.get("subPath").is_none(),
-        "a subPath mount never sees updates"
-    );
-    let volume = pod["volumes"]
-        .as_sequence()
-        .expect("volumes")
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume");
+    let volume = directory_volume(container, pod, config);
     assert_eq!(volume["configMap"]["name"], config_map["metadata"]["name"]);
     let file = config
         .file_name()
@@ -149,30 +154,11 @@ async fn the_kubernetes_example_agrees_with_the_code() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
-    // The TLS Secret is mounted as the directory of the pair, never by
-    // subPath, and the port named https is the TLS listener's.
+    // The TLS Secret is mounted as the directory of the pair, and the port
+    // named https is the TLS listener's.
     assert_eq!(ports["https"], port_of(&env["SWITCHYARD_TLS_LISTEN"]));
     for var in ["SWITCHYARD_TLS_CERT", "SWITCHYARD_TLS_KEY"] {
-        let file = Path::new(&env[var]);
-        let mount = container["volumeMounts"]
-            .as_sequence()
-            .expect("mounts")
-            .iter()
-            .find(|m| {
-                Path::new(m["mountPath"].as_str().unwrap_or(""))
-                    == file.parent().expect("a directory")
-            })
-            .unwrap_or_else(|| panic!("a mount at the directory of {var}"));
-        assert!(
-            mount.get("subPath").is_none(),
-            "{var}: a subPath mount never sees updates"
-        );
-        let volume = pod["volumes"]
-            .as_sequence()
-            .expect("volumes")
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .expect("the mounted volume");
+        let volume = directory_volume(container, pod, Path::new(&env[var]));
         assert!(
             volume["secret"]["secretName"].is_string(),
             "{var} comes from a Secret"

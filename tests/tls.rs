@@ -92,6 +92,39 @@ async fn serves_within(router: &SwitchyardProcess, name: &str, ca: &TestCa, leaf
     .await;
 }
 
+/// A router serving one pair for `a.test` from files in a fresh directory,
+/// with the CA that signed it. Destructure it with `_dir` and `_upstream`
+/// bound: dropped, they would delete the files and stop the upstream.
+struct OnePair {
+    router: SwitchyardProcess,
+    ca: TestCa,
+    leaf: Leaf,
+    cert: PathBuf,
+    key: PathBuf,
+    _dir: tempfile::TempDir,
+    _upstream: Upstream,
+}
+
+impl OnePair {
+    async fn start() -> OnePair {
+        let upstream = Upstream::echo("app").start().await;
+        let ca = TestCa::new();
+        let dir = tempfile::tempdir().expect("a directory");
+        let leaf = ca.leaf(&["a.test"]);
+        let (cert, key) = leaf.write(dir.path(), "tls");
+        let router = start(&routes_to(&upstream), &[(&cert, &key)]).await;
+        OnePair {
+            router,
+            ca,
+            leaf,
+            cert,
+            key,
+            _dir: dir,
+            _upstream: upstream,
+        }
+    }
+}
+
 #[tokio::test]
 async fn https_over_http1_and_http2_picks_each_certificate_by_sni() {
     let upstream = Upstream::echo("app").start().await;
@@ -193,12 +226,16 @@ async fn https_over_http1_and_http2_picks_each_certificate_by_sni() {
 
 #[tokio::test]
 async fn a_certificate_replaced_by_rename_serves_new_connections_and_spares_open_ones() {
-    let upstream = Upstream::echo("app").start().await;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("a directory");
-    let old = ca.leaf(&["a.test"]);
-    let (cert, key) = old.write(dir.path(), "tls");
-    let router = start(&routes_to(&upstream), &[(&cert, &key)]).await;
+    let OnePair {
+        router,
+        ca,
+        leaf: old,
+        cert,
+        key,
+        _dir,
+        _upstream,
+        ..
+    } = OnePair::start().await;
     let mut open = HttpsConnection::open(router.tls_addr(), "a.test", &ca.client(&H1_ONLY))
         .await
         .expect("a connection before the rotation");
@@ -298,12 +335,16 @@ async fn reported(router: &SwitchyardProcess, expected: &str) -> String {
 
 #[tokio::test]
 async fn a_broken_pair_keeps_the_old_one_serving_and_is_reported() {
-    let upstream = Upstream::echo("app").start().await;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("a directory");
-    let good = ca.leaf(&["a.test"]);
-    let (cert, key) = good.write(dir.path(), "tls");
-    let router = start(&routes_to(&upstream), &[(&cert, &key)]).await;
+    let OnePair {
+        router,
+        ca,
+        leaf: good,
+        cert,
+        key,
+        _dir,
+        _upstream,
+        ..
+    } = OnePair::start().await;
 
     // A key that belongs to another certificate.
     let other = ca.leaf(&["a.test"]);
@@ -357,12 +398,15 @@ async fn a_broken_pair_keeps_the_old_one_serving_and_is_reported() {
 
 #[tokio::test]
 async fn a_certificate_written_before_its_key_is_not_reported() {
-    let upstream = Upstream::echo("app").start().await;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("a directory");
-    let old = ca.leaf(&["a.test"]);
-    let (cert, key) = old.write(dir.path(), "tls");
-    let router = start(&routes_to(&upstream), &[(&cert, &key)]).await;
+    let OnePair {
+        router,
+        ca,
+        cert,
+        key,
+        _dir,
+        _upstream,
+        ..
+    } = OnePair::start().await;
 
     // The certificate lands, and its key a little later (well within the
     // watcher's patience for a pair to become whole).
@@ -383,12 +427,18 @@ async fn a_certificate_written_before_its_key_is_not_reported() {
 
 #[tokio::test]
 async fn certificates_rotating_under_load_lose_no_request() {
-    let upstream = Upstream::echo("app").start().await;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("a directory");
-    let leaves: Vec<Leaf> = (0..2).map(|_| ca.leaf(&["a.test"])).collect();
-    let (cert, key) = leaves[0].write(dir.path(), "tls");
-    let router = Arc::new(start(&routes_to(&upstream), &[(&cert, &key)]).await);
+    let OnePair {
+        router,
+        ca,
+        leaf,
+        cert,
+        key,
+        _dir,
+        _upstream,
+        ..
+    } = OnePair::start().await;
+    let leaves = [leaf, ca.leaf(&["a.test"])];
+    let router = Arc::new(router);
 
     let done = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -459,11 +509,13 @@ async fn certificates_rotating_under_load_lose_no_request() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_handshake_is_dropped_after_ten_seconds() {
-    let upstream = Upstream::echo("app").start().await;
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().expect("a directory");
-    let (cert, key) = ca.leaf(&["a.test"]).write(dir.path(), "tls");
-    let router = start(&routes_to(&upstream), &[(&cert, &key)]).await;
+    let OnePair {
+        router,
+        ca,
+        _dir,
+        _upstream,
+        ..
+    } = OnePair::start().await;
 
     let mut stalled = TcpStream::connect(router.tls_addr())
         .await

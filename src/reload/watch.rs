@@ -70,43 +70,68 @@ impl WatchHandle {
 /// Starts following the route file. `force_poll` is for tests and for file
 /// systems where inotify is known not to work.
 pub fn spawn(reloader: Arc<Reloader>, force_poll: bool) -> WatchHandle {
+    let dirs = [watched_dir(reloader.path())];
+    let polling = Arc::clone(&reloader);
+    follow(
+        &dirs,
+        force_poll,
+        Following {
+            what: "the route file",
+            thread: "switchyard-watch",
+        },
+        move |rx| watch_loop(&reloader, rx),
+        move |rx| poll_loop(&polling, rx),
+    )
+}
+
+/// What a [`follow`] is for, in its log lines and thread name.
+pub(crate) struct Following {
+    pub what: &'static str,
+    pub thread: &'static str,
+}
+
+/// Runs `watching` on a thread of its own with the events of a notify
+/// watcher on `dirs`, or, if no watcher can start (or `force_poll`),
+/// `polling` with a channel that only closes when the handle is dropped.
+pub(crate) fn follow(
+    dirs: &[PathBuf],
+    force_poll: bool,
+    following: Following,
+    watching: impl FnOnce(&mpsc::Receiver<notify::Result<Event>>) + Send + 'static,
+    polling: impl FnOnce(&mpsc::Receiver<notify::Result<Event>>) + Send + 'static,
+) -> WatchHandle {
+    let Following { what, thread } = following;
     let (tx, rx) = mpsc::channel();
-    let dir = watched_dir(reloader.path());
     let watcher = if force_poll {
         None
     } else {
-        match start_watcher(&dir, tx.clone()) {
+        match start_watcher(dirs, tx.clone()) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error, interval = ?POLL_INTERVAL,
-                    "cannot watch the route file's directory; polling the file instead");
+                tracing::warn!(?dirs, %error, interval = ?POLL_INTERVAL,
+                    "cannot watch the directory of {what}; polling the file instead");
                 None
             }
         }
     };
+    let thread = std::thread::Builder::new().name(thread.into());
     let handle = match watcher {
         Some(watcher) => {
-            tracing::info!(dir = %dir.display(), "watching the route file's directory");
-            std::thread::Builder::new()
-                .name("switchyard-watch".into())
-                .spawn(move || watch_loop(&reloader, &rx))
-                .map(|_| WatchHandle {
-                    _watcher: Some(watcher),
-                    _poll_keepalive: None,
-                })
+            tracing::info!(?dirs, "watching the directory of {what}");
+            thread.spawn(move || watching(&rx)).map(|_| WatchHandle {
+                _watcher: Some(watcher),
+                _poll_keepalive: None,
+            })
         }
-        None => std::thread::Builder::new()
-            .name("switchyard-poll".into())
-            .spawn(move || poll_loop(&reloader, &rx))
-            .map(|_| WatchHandle {
-                _watcher: None,
-                _poll_keepalive: Some(tx),
-            }),
+        None => thread.spawn(move || polling(&rx)).map(|_| WatchHandle {
+            _watcher: None,
+            _poll_keepalive: Some(tx),
+        }),
     };
     handle.unwrap_or_else(|error| {
         // Without a thread there is nothing to follow the file with; the
         // router still serves, and SIGHUP and POST /reload still work.
-        tracing::error!(%error, "cannot start the route file watcher thread");
+        tracing::error!(%error, "cannot start the thread that follows {what}");
         WatchHandle {
             _watcher: None,
             _poll_keepalive: None,
@@ -122,14 +147,16 @@ fn watched_dir(config: &Path) -> PathBuf {
 }
 
 fn start_watcher(
-    dir: &Path,
+    dirs: &[PathBuf],
     tx: mpsc::Sender<notify::Result<Event>>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event| {
         // The receiver is gone only when the router is shutting down.
         let _ = tx.send(event);
     })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    for dir in dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(watcher)
 }
 

@@ -15,10 +15,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use notify::{Event, RecursiveMode, Watcher};
+use notify::Event;
 
 use crate::reload::reloader::Trigger;
-use crate::reload::watch::{is_relevant, DEBOUNCE, POLL_INTERVAL};
+use crate::reload::watch::{follow, is_relevant, Following, WatchHandle, DEBOUNCE, POLL_INTERVAL};
 use crate::routes::config::sha256_hex;
 use crate::tls::certificates::{Certificates, OnFailure, TlsReload};
 
@@ -28,54 +28,21 @@ use crate::tls::certificates::{Certificates, OnFailure, TlsReload};
 /// is reported.
 pub const PAIR_PATIENCE: Duration = Duration::from_millis(500);
 
-/// Keeps the watcher (or poller) alive; dropping it stops its thread.
-pub struct CertWatch {
-    _watcher: Option<notify::RecommendedWatcher>,
-    _poll_keepalive: Option<mpsc::Sender<notify::Result<Event>>>,
-}
-
-/// Starts following the files of every pair in `certificates`.
-pub fn spawn(certificates: Arc<Certificates>, force_poll: bool) -> CertWatch {
-    let (tx, rx) = mpsc::channel();
-    let dirs = watched_dirs(&certificates);
-    let watcher = if force_poll {
-        None
-    } else {
-        match start_watcher(&dirs, tx.clone()) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(%error, interval = ?POLL_INTERVAL,
-                    "cannot watch the certificate directories; polling the files instead");
-                None
-            }
-        }
-    };
-    let started = match watcher {
-        Some(watcher) => {
-            tracing::info!(dirs = ?dirs, "watching the certificate directories");
-            std::thread::Builder::new()
-                .name("switchyard-certs".into())
-                .spawn(move || watch_loop(&certificates, &rx))
-                .map(|_| CertWatch {
-                    _watcher: Some(watcher),
-                    _poll_keepalive: None,
-                })
-        }
-        None => std::thread::Builder::new()
-            .name("switchyard-certs".into())
-            .spawn(move || poll_loop(&certificates, &rx))
-            .map(|_| CertWatch {
-                _watcher: None,
-                _poll_keepalive: Some(tx),
-            }),
-    };
-    started.unwrap_or_else(|error| {
-        tracing::error!(%error, "cannot start the certificate watcher thread; reload certificates with SIGHUP or POST /reload");
-        CertWatch {
-            _watcher: None,
-            _poll_keepalive: None,
-        }
-    })
+/// Starts following the files of every pair in `certificates`; dropping
+/// the handle stops it.
+pub fn spawn(certificates: Arc<Certificates>, force_poll: bool) -> WatchHandle {
+    let dirs: Vec<PathBuf> = watched_dirs(&certificates).into_iter().collect();
+    let polling = Arc::clone(&certificates);
+    follow(
+        &dirs,
+        force_poll,
+        Following {
+            what: "the certificates",
+            thread: "switchyard-certs",
+        },
+        move |rx| watch_loop(&certificates, rx),
+        move |rx| poll_loop(&polling, rx),
+    )
 }
 
 fn watched_dirs(certificates: &Certificates) -> BTreeSet<PathBuf> {
@@ -88,19 +55,6 @@ fn watched_dirs(certificates: &Certificates) -> BTreeSet<PathBuf> {
         .iter()
         .flat_map(|pair| [dir(&pair.cert), dir(&pair.key)])
         .collect()
-}
-
-fn start_watcher(
-    dirs: &BTreeSet<PathBuf>,
-    tx: mpsc::Sender<notify::Result<Event>>,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event| {
-        let _ = tx.send(event);
-    })?;
-    for dir in dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
-    }
-    Ok(watcher)
 }
 
 fn watch_loop(certificates: &Certificates, rx: &mpsc::Receiver<notify::Result<Event>>) {
