@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{eventually, TestRouter};
+use support::{eventually, TestCa, TestRouter};
+use switchyard::tls::PairPaths;
 
 /// A hung browser fails the test instead of hanging it.
 const BROWSER_DEADLINE: Duration = Duration::from_secs(90);
@@ -157,4 +158,57 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
         "reload history missing:\n{dom}"
     );
     assert!(dom.contains("added added"), "reload diff missing:\n{dom}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_certificates_and_the_days_they_have_left() {
+    let Some(chromium) = find_chromium() else {
+        let reason = "chromium not found (apt-get install -y chromium, or set CHROMIUM)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true requires a browser: {reason}"
+        );
+        eprintln!("skipping dashboard_shows_certificates_and_the_days_they_have_left: {reason}");
+        return;
+    };
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("a directory");
+    let (cert, key) = ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let (soon_cert, soon_key) = ca
+        .leaf_expiring_in(&["soon.test"], 5)
+        .write(dir.path(), "soon");
+    let router = TestRouter::with_yaml(ROUTES)
+        .tls(vec![
+            PairPaths { cert, key },
+            PairPaths {
+                cert: soon_cert,
+                key: soon_key,
+            },
+        ])
+        .start()
+        .await;
+
+    let dom = dump_dom(&chromium, &router.admin_url("/")).await;
+    assert!(
+        dom.contains(r#"<section id="tls">"#),
+        "the certificates section is hidden:\n{dom}"
+    );
+    assert!(dom.contains("<td>a.test</td>"), "a.test missing:\n{dom}");
+    assert!(
+        dom.contains("<td>soon.test</td>"),
+        "soon.test missing:\n{dom}"
+    );
+    // 90 days from yesterday, and 5 from now: whole days left, rounded down.
+    assert!(
+        dom.contains(r#"<td class="num">89</td>"#),
+        "a.test's days left:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"<td class="num bad">4</td>"#),
+        "soon.test's days left, marked:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"<b id="tls-last-reload" class="ok">ok</b>"#),
+        "the last certificate reload:\n{dom}"
+    );
 }

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use switchyard::reload::reloader::Reloader;
 use switchyard::routes::config::ConfigError;
+use switchyard::tls::{Certificates, PairPaths};
 use switchyard::{Options, Switchyard};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -33,6 +34,7 @@ pub struct TestRouterBuilder {
     yaml: String,
     options: Options,
     prepare: Option<Prepare>,
+    tls: Vec<PairPaths>,
 }
 
 /// Sets up the router's directory before the route file is written.
@@ -45,6 +47,7 @@ pub struct TestRouter {
     config: PathBuf,
     proxy: SocketAddr,
     admin: SocketAddr,
+    tls: Option<SocketAddr>,
     reloader: Arc<Reloader>,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -61,6 +64,7 @@ impl TestRouter {
                 ..Options::new(PathBuf::new())
             },
             prepare: None,
+            tls: Vec::new(),
         }
     }
 }
@@ -77,6 +81,12 @@ impl TestRouterBuilder {
     /// `routes.yaml` is a symlink and the write goes through it.
     pub fn prepare(mut self, prepare: impl FnOnce(&Path) + 'static) -> Self {
         self.prepare = Some(Box::new(prepare));
+        self
+    }
+
+    /// Also serves TLS on `127.0.0.1:0` with these pairs, which must load.
+    pub fn tls(mut self, pairs: Vec<PairPaths>) -> Self {
+        self.tls = pairs;
         self
     }
 
@@ -110,8 +120,17 @@ impl TestRouterBuilder {
         std::fs::write(&config, &self.yaml).expect("write the route file");
         let mut options = self.options;
         options.config = config.clone();
-        let switchyard = Switchyard::load(options)?;
+        let mut switchyard = Switchyard::load(options)?;
         let reloader = Arc::clone(switchyard.reloader());
+        let tls = if self.tls.is_empty() {
+            None
+        } else {
+            let certificates = Certificates::load(self.tls).expect("the test's pairs load");
+            let listener = bind_local().await;
+            let addr = listener.local_addr().expect("the TLS address");
+            switchyard.add_tls_listener(listener, Arc::new(certificates));
+            Some(addr)
+        };
 
         let proxy_listener = bind_local().await;
         let admin_listener = bind_local().await;
@@ -130,6 +149,7 @@ impl TestRouterBuilder {
             config,
             proxy,
             admin,
+            tls,
             reloader,
             client: client(),
             stop: Some(stop),
@@ -159,6 +179,12 @@ impl TestRouter {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
+    }
+
+    /// The TLS listener's address; panics if the router was built without
+    /// [`TestRouterBuilder::tls`].
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("the router serves TLS")
     }
 
     /// `http://127.0.0.1:PORT{path}` on the proxy listener.

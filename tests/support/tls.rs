@@ -82,6 +82,16 @@ impl TestCa {
         )
     }
 
+    /// A leaf for `names` that expires in `days` days.
+    pub fn leaf_expiring_in(&self, names: &[&str], days: i64) -> Leaf {
+        let now = time_now();
+        self.leaf_valid(
+            names,
+            now - time::Duration::days(1),
+            now + time::Duration::days(days),
+        )
+    }
+
     /// A leaf whose validity ended yesterday.
     pub fn expired_leaf(&self, names: &[&str]) -> Leaf {
         let now = time_now();
