@@ -1,6 +1,6 @@
 //! The admin dashboard in a real headless browser: the page renders the live
-//! routes from the admin API, and shows a new route and version after the
-//! route file is edited.
+//! routes from the admin API, shows a new route and version after the
+//! route file is edited, and lists the TLS certificates with their days left.
 //!
 //! Needs Debian's `chromium`. Without it the test is skipped with a printed
 //! reason, except under `CI=true`, where a missing browser is a failure.
@@ -35,6 +35,21 @@ fn find_chromium() -> Option<PathBuf> {
         .iter()
         .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
         .find(|candidate| candidate.is_file())
+}
+
+/// The browser, or `None` after saying why `test` is skipped; under
+/// `CI=true` a missing browser fails the test instead.
+fn chromium_or_skip(test: &str) -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
+        let reason = "chromium not found (apt-get install -y chromium, or set CHROMIUM)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true requires a browser: {reason}"
+        );
+        eprintln!("skipping {test}: {reason}");
+    }
+    found
 }
 
 /// Loads `url` headless and returns the DOM after its scripts have run.
@@ -85,13 +100,7 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_routes_and_follows_reloads() {
-    let Some(chromium) = find_chromium() else {
-        let reason = "chromium not found (apt-get install -y chromium, or set CHROMIUM)";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true requires a browser: {reason}"
-        );
-        eprintln!("skipping dashboard_shows_live_routes_and_follows_reloads: {reason}");
+    let Some(chromium) = chromium_or_skip("dashboard_shows_live_routes_and_follows_reloads") else {
         return;
     };
     let router = TestRouter::with_yaml(ROUTES).start().await;
@@ -162,13 +171,9 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_certificates_and_the_days_they_have_left() {
-    let Some(chromium) = find_chromium() else {
-        let reason = "chromium not found (apt-get install -y chromium, or set CHROMIUM)";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true requires a browser: {reason}"
-        );
-        eprintln!("skipping dashboard_shows_certificates_and_the_days_they_have_left: {reason}");
+    let Some(chromium) =
+        chromium_or_skip("dashboard_shows_certificates_and_the_days_they_have_left")
+    else {
         return;
     };
     let ca = TestCa::new();
