@@ -139,8 +139,9 @@ pub(crate) fn follow(
     })
 }
 
-fn watched_dir(config: &Path) -> PathBuf {
-    match config.parent() {
+/// The directory to watch for `file`: its parent, or `.` for a bare name.
+pub(crate) fn watched_dir(file: &Path) -> PathBuf {
+    match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     }

@@ -36,7 +36,7 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Every pair that failed to load, each with its own message.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", join_errors(.0))]
 pub struct TlsError(pub Vec<PairError>);
 
@@ -135,14 +135,6 @@ pub enum TlsReload {
     /// ([`OnFailure::Hold`]).
     Held(TlsError),
 }
-
-impl PartialEq for TlsError {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
-impl Eq for TlsError {}
 
 /// What `/healthz` shows under `tls`.
 #[derive(Debug, Clone, Serialize)]
@@ -246,58 +238,53 @@ impl Certificates {
         let current = self.live.load_full();
         let mut next = Vec::with_capacity(self.paths.len());
         let mut errors = Vec::new();
-        let mut replaced = Vec::new();
+        let mut replaced = false;
         for (paths, serving) in self.paths.iter().zip(current.pairs()) {
-            match LoadedPair::load(paths, &self.provider, now) {
-                Ok(loaded) if loaded.sha256 == serving.sha256 => next.push(Arc::clone(serving)),
+            next.push(match LoadedPair::load(paths, &self.provider, now) {
+                Ok(loaded) if loaded.sha256 == serving.sha256 => Arc::clone(serving),
                 Ok(loaded) => {
-                    let loaded = Arc::new(loaded);
-                    replaced.push(Arc::clone(&loaded));
-                    next.push(loaded);
+                    replaced = true;
+                    Arc::new(loaded)
                 }
                 Err(error) => {
                     errors.push(error);
-                    next.push(Arc::clone(serving));
+                    Arc::clone(serving)
                 }
-            }
+            });
         }
         if !errors.is_empty() && on_failure == OnFailure::Hold {
             return TlsReload::Held(TlsError(errors));
         }
-        for pair in &replaced {
-            tracing::info!(?trigger, names = %pair.names_joined(), not_after = %rfc3339_string(pair.not_after),
-                sha256 = %pair.sha256, "certificate live");
-        }
-        let replaced = !replaced.is_empty();
         if replaced {
+            for (pair, serving) in next.iter().zip(current.pairs()) {
+                if !Arc::ptr_eq(pair, serving) {
+                    tracing::info!(?trigger, names = %pair.names_joined(), not_after = %rfc3339_string(pair.not_after),
+                        sha256 = %pair.sha256, "certificate live");
+                }
+            }
             let set = CertSet::new(next);
             warn_if_expiring(&set, now);
             self.live.store(Arc::new(set));
         }
         if errors.is_empty() {
             record.reported = None;
+            // Files put back the way they serve end an earlier failure too.
+            if replaced || !record.last.ok {
+                record.last = LastReload {
+                    ok: true,
+                    at: now,
+                    error: None,
+                };
+            }
             if !replaced {
-                // Files put back the way they serve end an earlier failure.
-                if !record.last.ok {
-                    record.last = LastReload {
-                        ok: true,
-                        at: now,
-                        error: None,
-                    };
-                }
                 return TlsReload::Unchanged;
             }
             self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-            record.last = LastReload {
-                ok: true,
-                at: now,
-                error: None,
-            };
             return TlsReload::Replaced;
         }
         let error = TlsError(errors);
-        let repeat = trigger == Trigger::Watch || trigger == Trigger::Poll;
-        if repeat && !replaced && record.reported.as_ref() == Some(&error) {
+        let followed = matches!(trigger, Trigger::Watch | Trigger::Poll);
+        if followed && !replaced && record.reported.as_ref() == Some(&error) {
             return TlsReload::Failed(error);
         }
         tracing::error!(?trigger, %error, "certificate reload rejected; the old pair keeps serving");

@@ -10,7 +10,7 @@
 //! the rest of the update to arrive before the failure is reported.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use notify::Event;
 
 use crate::reload::reloader::Trigger;
-use crate::reload::watch::{follow, is_relevant, Following, WatchHandle, DEBOUNCE, POLL_INTERVAL};
+use crate::reload::watch::{
+    follow, is_relevant, watched_dir, Following, WatchHandle, DEBOUNCE, POLL_INTERVAL,
+};
 use crate::routes::config::sha256_hex;
 use crate::tls::certificates::{Certificates, OnFailure, TlsReload};
 
@@ -31,7 +33,7 @@ pub const PAIR_PATIENCE: Duration = Duration::from_millis(500);
 /// Starts following the files of every pair in `certificates`; dropping
 /// the handle stops it.
 pub fn spawn(certificates: Arc<Certificates>, force_poll: bool) -> WatchHandle {
-    let dirs: Vec<PathBuf> = watched_dirs(&certificates).into_iter().collect();
+    let dirs = watched_dirs(&certificates);
     let polling = Arc::clone(&certificates);
     follow(
         &dirs,
@@ -45,16 +47,14 @@ pub fn spawn(certificates: Arc<Certificates>, force_poll: bool) -> WatchHandle {
     )
 }
 
-fn watched_dirs(certificates: &Certificates) -> BTreeSet<PathBuf> {
-    let dir = |path: &Path| match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    certificates
+/// Each directory that holds a certificate or a key, once.
+fn watched_dirs(certificates: &Certificates) -> Vec<PathBuf> {
+    let dirs: BTreeSet<PathBuf> = certificates
         .paths()
         .iter()
-        .flat_map(|pair| [dir(&pair.cert), dir(&pair.key)])
-        .collect()
+        .flat_map(|pair| [watched_dir(&pair.cert), watched_dir(&pair.key)])
+        .collect();
+    dirs.into_iter().collect()
 }
 
 fn watch_loop(certificates: &Certificates, rx: &mpsc::Receiver<notify::Result<Event>>) {
