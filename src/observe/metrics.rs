@@ -90,10 +90,12 @@ impl Metrics {
         &self.open
     }
 
-    /// Adds `collector`'s series to `/metrics`; only the first one attached
-    /// is kept, and `false` says this one was not.
-    pub fn attach(&self, collector: Box<dyn Collector>) -> bool {
-        self.attached.set(collector).is_ok()
+    /// Adds `collector`'s series to `/metrics`. There is one slot (the
+    /// router has one TLS listener); a second collector is not kept.
+    pub fn attach(&self, collector: Box<dyn Collector>) {
+        if self.attached.set(collector).is_err() {
+            tracing::warn!("a second late metrics collector was not attached");
+        }
     }
 
     pub fn reload_ok(&self) {

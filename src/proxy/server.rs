@@ -25,16 +25,15 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::server::graceful::Watcher;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-
-use crate::proxy::headers::ClientAddress;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
+
+use crate::proxy::headers::ClientAddress;
 
 /// A client that has not sent its request headers within this time is
 /// disconnected (SPEC 4.9): long enough for a slow mobile link, short enough
@@ -120,23 +119,18 @@ pub async fn serve(
             peer,
             graceful: graceful.watcher(),
         };
-        match &transport {
-            Transport::Plain => {
-                connections.spawn(async move {
-                    let _open = open;
-                    connection.serve(stream).await;
-                });
-            }
-            Transport::Tls(acceptor) => {
-                let acceptor = acceptor.clone();
-                connections.spawn(async move {
-                    let _open = open;
+        let transport = transport.clone();
+        connections.spawn(async move {
+            let _open = open;
+            match transport {
+                Transport::Plain => connection.serve(stream).await,
+                Transport::Tls(acceptor) => {
                     if let Some(stream) = handshake(&acceptor, stream, peer).await {
                         connection.serve(stream).await;
                     }
-                });
+                }
             }
-        }
+        });
     }
     drop(listener);
     let open = connections.len();
