@@ -13,7 +13,7 @@ use switchyard::observe::log_format::PrettyLines;
 use switchyard::observe::log_writer::{BatchedStderr, FlushGuard};
 use switchyard::routes::config::Source;
 use switchyard::routes::table::RouteTable;
-use switchyard::tls::{Certificates, PairPaths};
+use switchyard::tls::{Certificates, PairPaths, TlsError};
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
 
@@ -155,13 +155,20 @@ fn main() -> ExitCode {
 /// Validates and prints either the errors or one line per route, then the
 /// certificate pairs if any were given.
 fn check(args: &CheckArgs) -> ExitCode {
+    // Both are checked and printed, whichever fails.
     let routes = check_routes(args);
     let certificates = check_certificates(&args.tls);
-    if routes == ExitCode::SUCCESS && certificates {
+    if routes && certificates {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Every refused pair's message, one per line.
+fn one_per_line(errors: &TlsError) -> String {
+    let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    lines.join("\n")
 }
 
 /// Loads every pair and prints its names and expiry, or every error.
@@ -189,15 +196,13 @@ fn check_certificates(args: &TlsPairArgs) -> bool {
             true
         }
         Err(errors) => {
-            for error in errors.0 {
-                eprintln!("{error}");
-            }
+            eprintln!("{}", one_per_line(&errors));
             false
         }
     }
 }
 
-fn check_routes(args: &CheckArgs) -> ExitCode {
+fn check_routes(args: &CheckArgs) -> bool {
     let table = Source::read(&args.config)
         .and_then(|source| switchyard::reload::reloader::build(&source, 1));
     match table {
@@ -211,19 +216,19 @@ fn check_routes(args: &CheckArgs) -> ExitCode {
                 println!("  {}", route.spec.summary());
             }
             match &args.diff {
-                None => ExitCode::SUCCESS,
+                None => true,
                 Some(admin) => match diff_against(admin, &table) {
-                    Ok(()) => ExitCode::SUCCESS,
+                    Ok(()) => true,
                     Err(error) => {
                         eprintln!("cannot compare with {admin}: {error:#}");
-                        ExitCode::FAILURE
+                        false
                     }
                 },
             }
         }
         Err(error) => {
             eprintln!("{}: {error}", args.config.display());
-            ExitCode::FAILURE
+            false
         }
     }
 }
@@ -338,12 +343,7 @@ fn tls_setup(args: &RunArgs) -> Result<Option<(String, Certificates)>, String> {
         }
         (Some(listen), false) => match Certificates::load(pairs) {
             Ok(certificates) => Ok(Some((listen.clone(), certificates))),
-            Err(errors) => Err(errors
-                .0
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")),
+            Err(errors) => Err(one_per_line(&errors)),
         },
     }
 }
