@@ -91,14 +91,8 @@ fn write_timestamp(writer: &mut Writer<'_>, at: std::time::SystemTime) -> fmt::R
         }
         SECOND.set((seconds, prefix));
     }
-    let mut micros = [0u8; 8];
-    micros[0] = b'.';
-    let mut rest = since_epoch.subsec_micros();
-    for digit in micros[1..7].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    micros[7] = b'Z';
+    let mut micros = [b'Z'; 8];
+    write_fraction(&mut micros[..7], u64::from(since_epoch.subsec_micros()), 6);
     match (std::str::from_utf8(&prefix), std::str::from_utf8(&micros)) {
         (Ok(prefix), Ok(micros)) => {
             writer.write_str(prefix)?;
@@ -106,6 +100,15 @@ fn write_timestamp(writer: &mut Writer<'_>, at: std::time::SystemTime) -> fmt::R
         }
         _ => write!(writer, "{}", humantime::format_rfc3339_micros(at)),
     }
+}
+
+/// Writes `.` and `fraction` in `places` digits, zeros kept, at the end of
+/// `digits`; returns where the point is and where the digits end.
+fn write_fraction(digits: &mut [u8], fraction: u64, places: u32) -> (usize, usize) {
+    // A leading 1 keeps the zeros the fraction starts with; it becomes the point.
+    let at = write_digits(digits, 10u64.pow(places) + fraction);
+    digits[at] = b'.';
+    (at, digits.len())
 }
 
 /// Writes `value` in decimal at the end of `digits`; returns where it starts.
@@ -186,30 +189,20 @@ impl Visit for Pairs<'_, '_> {
         // `duration_ms` is whole microseconds over 1,000: written digit by
         // digit it reads as Display would print it, without the shortest
         // round-trip search that Display runs for every float.
-        let thousandths = value * 1000.0;
-        let whole = thousandths.round();
-        if value >= 0.0 && whole < 1e15 && whole / 1000.0 == value {
-            let whole = whole as u64;
+        let thousandths = (value * 1000.0).round();
+        if value >= 0.0 && thousandths < 1e15 && thousandths / 1000.0 == value {
+            let thousandths = thousandths as u64;
             let mut digits = [0u8; 24];
-            let mut end = digits.len();
-            let mut fraction = whole % 1000;
-            if fraction != 0 {
-                // Up to three decimals, trailing zeros dropped.
-                let mut places = 3;
-                while fraction % 10 == 0 {
-                    fraction /= 10;
-                    places -= 1;
-                }
-                for _ in 0..places {
-                    end -= 1;
-                    digits[end] = b'0' + (fraction % 10) as u8;
-                    fraction /= 10;
-                }
+            let (point, mut end) = write_fraction(&mut digits, thousandths % 1000, 3);
+            // Display drops trailing zeros, and the point with the last.
+            while digits[end - 1] == b'0' {
                 end -= 1;
-                digits[end] = b'.';
             }
-            let at = write_digits(&mut digits[..end], whole / 1000);
-            if let Ok(text) = std::str::from_utf8(&digits[at..]) {
+            if end == point + 1 {
+                end = point;
+            }
+            let at = write_digits(&mut digits[..point], thousandths / 1000);
+            if let Ok(text) = std::str::from_utf8(&digits[at..end]) {
                 self.plain(field, text);
                 return;
             }
