@@ -74,12 +74,7 @@ impl TestCa {
     /// A leaf for `names` (DNS names, or IP addresses), valid from a day
     /// ago for 90 days.
     pub fn leaf(&self, names: &[&str]) -> Leaf {
-        let now = time_now();
-        self.leaf_valid(
-            names,
-            now - time::Duration::days(1),
-            now + time::Duration::days(90),
-        )
+        self.leaf_expiring_in(names, 90)
     }
 
     /// A leaf for `names` that expires in `days` days.
