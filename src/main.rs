@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use switchyard::observe::log_format::PrettyLines;
+use switchyard::observe::access::{self, AccessOutput};
+use switchyard::observe::log_format::LineFormat;
 use switchyard::observe::log_writer::{BatchedStderr, FlushGuard};
 use switchyard::routes::config::Source;
 use switchyard::routes::table::RouteTable;
@@ -433,36 +434,45 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// Logs are written by a background thread in batches (see
-/// `switchyard::observe::log_writer`): a request formats its access line and copies
-/// it into its thread's buffer, with no syscall and no thread wake-up.
+/// `switchyard::observe::log_writer`): a request writes its access line
+/// straight into its thread's buffer, with no syscall and no thread wake-up.
 fn init_logging(format: LogFormat) -> Option<FlushGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only for a person at a terminal: escape codes in a file, a
     // pipe or a container log make every line harder to search.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let line_format = match format {
+        LogFormat::Pretty => LineFormat::Pretty,
+        LogFormat::Json => LineFormat::Json,
+    };
     let (writer, guard) = match BatchedStderr::start() {
-        Ok(started) => started,
+        Ok((writer, guard)) => (Some(writer), Some(guard)),
         Err(error) => {
             eprintln!("cannot start the log writer thread ({error}); logging directly to stderr");
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_ansi(ansi)
-                .with_writer(std::io::stderr);
-            match format {
-                LogFormat::Pretty => builder.init(),
-                LogFormat::Json => builder.json().flatten_event(true).init(),
-            }
-            return None;
+            (None, None)
         }
     };
+    access::write_lines_to(AccessOutput {
+        format: line_format,
+        batched: writer.clone(),
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    match format {
-        LogFormat::Pretty => builder.event_format(PrettyLines::new(ansi)).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        .with_ansi(ansi);
+    match (format, writer) {
+        (LogFormat::Pretty, Some(writer)) => builder.with_writer(writer).init(),
+        (LogFormat::Json, Some(writer)) => builder
+            .with_writer(writer)
+            .json()
+            .flatten_event(true)
+            .init(),
+        (LogFormat::Pretty, None) => builder.with_writer(std::io::stderr).init(),
+        (LogFormat::Json, None) => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .init(),
     }
-    Some(guard)
+    guard
 }

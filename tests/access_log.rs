@@ -183,3 +183,23 @@ async fn the_access_line_names_every_upstream_tried() {
     assert_eq!(line["upstream"], format!("{down}/,{}/", up.url()));
     assert_eq!(line["status"], 200);
 }
+
+#[tokio::test]
+async fn the_log_filter_turns_access_lines_off_and_keeps_the_rest() {
+    let yaml = "routes:\n  hello:\n    prefix: /hello\n    respond: { status: 201 }\n";
+    let env = [("SWITCHYARD_LOG", "info,switchyard::access=off")];
+    let mut binary = SwitchyardProcess::run_with_yaml_and_env(yaml, &[], &env).await;
+    for id in ["quiet-1", "quiet-2"] {
+        assert_eq!(get(binary.proxy_url("/hello"), id).await.status(), 201);
+    }
+    binary.signal("TERM").await;
+    assert!(binary.exit_status().await.success());
+    // Logged after both requests ended, so flushed with or after their lines.
+    wait_json(&binary, |v| v["message"] == "stopped").await;
+    let access: Vec<String> = binary
+        .logs()
+        .into_iter()
+        .filter(|line| line.contains("switchyard::access") || line.contains("quiet-"))
+        .collect();
+    assert!(access.is_empty(), "access lines written: {access:?}");
+}

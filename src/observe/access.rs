@@ -20,10 +20,11 @@
 //! for the TLS listener), and `error` for proxy errors.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -31,6 +32,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 
+use crate::observe::log_format::{AccessLine, LineFormat};
+use crate::observe::log_writer::BatchedStderr;
 use crate::observe::metrics::NO_ROUTE;
 use crate::routes::counters::UpstreamErrorKind;
 use crate::routes::table::{Route, RouteTable};
@@ -39,6 +42,62 @@ use crate::routes::upstreams::Tried;
 /// The `tracing` target of access-log events, so they can be filtered on
 /// their own: `SWITCHYARD_LOG=info,switchyard::access=off`.
 pub const TARGET: &str = "switchyard::access";
+
+/// Where access lines go when the process has set up its log output: the
+/// binary does at start-up ([`write_lines_to`]). Without it (the crate
+/// used as a library, in-process tests) each line is a `tracing` event.
+static OUTPUT: OnceLock<AccessOutput> = OnceLock::new();
+
+/// The log output access lines are written straight into, in the format of
+/// every other line.
+#[derive(Clone)]
+pub struct AccessOutput {
+    pub format: LineFormat,
+    /// `None` writes each line to stderr at once: the fallback when the
+    /// batching writer could not start.
+    pub batched: Option<BatchedStderr>,
+}
+
+/// Sends access lines to `output` from now on; the first call wins.
+pub fn write_lines_to(output: AccessOutput) {
+    let _ = OUTPUT.set(output);
+}
+
+impl AccessOutput {
+    fn write(&self, line: &AccessLine<'_>) {
+        let now = SystemTime::now();
+        match &self.batched {
+            Some(batched) => batched.append(|out| line.write(self.format, TARGET, now, out)),
+            None => {
+                let mut out = Vec::with_capacity(256);
+                line.write(self.format, TARGET, now, &mut out);
+                // Nowhere to report a failed write to.
+                let _ = std::io::stderr().write_all(&out);
+            }
+        }
+    }
+}
+
+/// The access line as a `tracing` event, for a process that did not call
+/// [`write_lines_to`].
+fn trace_event(line: &AccessLine<'_>) {
+    tracing::info!(
+        target: TARGET,
+        method = line.method,
+        host = line.host,
+        path = line.path,
+        route = line.route,
+        upstream = line.upstream,
+        status = line.status,
+        duration_ms = line.duration.as_micros() as f64 / 1000.0,
+        bytes = line.bytes,
+        request_id = line.request_id,
+        outcome = line.outcome,
+        listener = line.listener,
+        error = line.error,
+        "request"
+    );
+}
 
 /// Which route and upstream a request went to, filled in by the proxy as it
 /// decides; positions into the request's table snapshot.
@@ -145,29 +204,33 @@ impl Exchange {
         if let Some(kind) = self.upstream_error {
             metrics.upstream_error(kind);
         }
-        let upstream = route.map_or(Cow::Borrowed("-"), |r| {
-            tried_upstreams(r, &self.routed.upstreams)
-        });
         if outcome == Outcome::Aborted && !self.routed.upstreams.is_empty() {
             metrics.upstream_error(UpstreamErrorKind::BodyAborted);
         }
-        tracing::info!(
-            target: TARGET,
-            method = self.method.as_str(),
-            host = self.host.as_ref().and_then(|h| h.to_str().ok()),
-            path = self.uri.path(),
-            route = route.map_or(NO_ROUTE, |r| r.name()),
-            upstream = &*upstream,
-            status = self.status.as_u16(),
-            // Whole microseconds, so the number prints short.
-            duration_ms = elapsed.as_micros() as f64 / 1000.0,
-            bytes = self.bytes,
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            outcome = outcome.label(),
-            listener = self.listener,
-            error = self.error,
-            "request"
-        );
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return;
+        }
+        let upstream = route.map_or(Cow::Borrowed("-"), |r| {
+            tried_upstreams(r, &self.routed.upstreams)
+        });
+        let line = AccessLine {
+            method: self.method.as_str(),
+            host: self.host.as_ref().and_then(|h| h.to_str().ok()),
+            path: self.uri.path(),
+            route: route.map_or(NO_ROUTE, |r| r.name()),
+            upstream: &upstream,
+            status: self.status.as_u16(),
+            duration: elapsed,
+            bytes: self.bytes,
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            outcome: outcome.label(),
+            listener: self.listener,
+            error: self.error,
+        };
+        match OUTPUT.get() {
+            Some(output) => output.write(&line),
+            None => trace_event(&line),
+        }
     }
 
     /// Whether a body dropped before its last frame had nothing left to
@@ -260,6 +323,89 @@ impl Drop for ObservedBody {
                 Outcome::Incomplete
             };
             exchange.finish(outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Collects what a tracing subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The keys of a JSON line in the order they are written.
+    fn keys(line: &str) -> Vec<String> {
+        let value: serde_json::Value = serde_json::from_str(line).expect("one JSON object");
+        let mut keys: Vec<(usize, String)> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(|key| (line.find(&format!("\"{key}\":")).expect("key"), key.clone()))
+            .collect();
+        keys.sort();
+        keys.into_iter().map(|(_, key)| key).collect()
+    }
+
+    #[test]
+    fn json_access_lines_are_what_tracing_subscriber_writes_for_the_event() {
+        let captured = Captured::default();
+        for (host, error) in [(Some("a.test"), None), (None, Some("no_route"))] {
+            let line = AccessLine {
+                method: "POST",
+                host,
+                path: "/a\"b\\c",
+                route: "api",
+                upstream: "http://127.0.0.1:9/,http://127.0.0.1:10/",
+                status: 502,
+                duration: Duration::from_micros(12_340),
+                bytes: 0,
+                request_id: "id-\u{7f}",
+                outcome: "aborted",
+                listener: "tls",
+                error,
+            };
+            captured.0.lock().expect("not poisoned").clear();
+            let sink = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_writer(move || sink.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || trace_event(&line));
+            let theirs =
+                String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+            let mut ours = Vec::new();
+            line.write(LineFormat::Json, TARGET, SystemTime::now(), &mut ours);
+            let ours = String::from_utf8(ours).expect("UTF-8");
+
+            assert_eq!(keys(&ours), keys(&theirs), "{ours}\n{theirs}");
+            let without_time = |text: &str| {
+                let mut value: serde_json::Value = serde_json::from_str(text).expect("JSON");
+                value
+                    .as_object_mut()
+                    .expect("an object")
+                    .remove("timestamp");
+                value
+            };
+            assert_eq!(without_time(&ours), without_time(&theirs));
         }
     }
 }

@@ -1,105 +1,213 @@
-//! How pretty log lines look. Every event uses tracing-subscriber's default
-//! format, except access-log events: there is one per request, so they get
-//! a small formatter of their own that writes `name=value` pairs straight
-//! into the line, quoting a value only when it needs it. The default format
-//! quotes and escapes every string character by character and runs each
-//! part through its colour machinery, which was most of what the access log
-//! cost a request. JSON output keeps tracing-subscriber's JSON format.
+//! How an access line looks, pretty or JSON. There is one line per request,
+//! so it is written byte by byte into the log buffer, not through tracing's
+//! formatter: an event there records every field through a visitor and
+//! every piece through `fmt::Write`, which was most of what the access log
+//! cost a request. The lines read as tracing-subscriber's own formats do
+//! (its default format and its flattened JSON), so one log stream has one
+//! shape whichever path wrote a line.
 
 use std::cell::Cell;
-use std::fmt;
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{self, Format, FormatEvent, FormatFields, Full, Writer};
-use tracing_subscriber::fmt::time::SystemTime;
-use tracing_subscriber::fmt::FmtContext;
-use tracing_subscriber::registry::LookupSpan;
-
-use crate::observe::access;
-
-/// The default format for everything but access events.
-pub struct PrettyLines {
-    default: Format<Full, SystemTime>,
+/// The fields of one access line; see [`crate::observe::access`].
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub status: u16,
+    /// Printed as `duration_ms`, in whole microseconds over 1,000.
+    pub duration: Duration,
+    pub bytes: u64,
+    pub request_id: &'a str,
+    pub outcome: &'static str,
+    pub listener: &'static str,
+    pub error: Option<&'static str>,
 }
 
-impl PrettyLines {
-    pub fn new(ansi: bool) -> Self {
-        PrettyLines {
-            default: format::format().with_ansi(ansi),
+/// How log lines are written: `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    Pretty,
+    Json,
+}
+
+impl AccessLine<'_> {
+    /// Appends the line, newline included.
+    pub fn write(&self, format: LineFormat, target: &str, at: SystemTime, out: &mut Vec<u8>) {
+        match format {
+            LineFormat::Pretty => self.write_pretty(target, at, out),
+            LineFormat::Json => self.write_json(target, at, out),
         }
     }
-}
 
-impl<S, N> FormatEvent<S, N> for PrettyLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let metadata = event.metadata();
-        if metadata.target() != access::TARGET {
-            return self.default.format_event(ctx, writer, event);
-        }
-        write_timestamp(&mut writer, std::time::SystemTime::now())?;
+    /// `<timestamp>  INFO <target>: request name=value ...`, a value quoted
+    /// (as `{:?}` prints it) only when a reader could misparse it.
+    fn write_pretty(&self, target: &str, at: SystemTime, out: &mut Vec<u8>) {
+        write_timestamp(out, at);
         // The level right-aligned in five columns, as the default format.
-        let level = match *metadata.level() {
-            tracing::Level::ERROR => "ERROR",
-            tracing::Level::WARN => " WARN",
-            tracing::Level::INFO => " INFO",
-            tracing::Level::DEBUG => "DEBUG",
-            tracing::Level::TRACE => "TRACE",
+        out.extend_from_slice(b"  INFO ");
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b": request");
+        let mut pair = |name: &str, value: &[u8]| {
+            out.push(b' ');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(value);
         };
-        writer.write_char(' ')?;
-        writer.write_str(level)?;
-        writer.write_char(' ')?;
-        writer.write_str(metadata.target())?;
-        writer.write_char(':')?;
-        let mut fields = Pairs {
-            writer: &mut writer,
-            result: Ok(()),
+        let mut digits = [0u8; 24];
+        pair("method", &pretty(self.method));
+        if let Some(host) = self.host {
+            pair("host", &pretty(host));
+        }
+        pair("path", &pretty(self.path));
+        pair("route", &pretty(self.route));
+        pair("upstream", &pretty(self.upstream));
+        pair("status", decimal(&mut digits, u64::from(self.status)));
+        pair(
+            "duration_ms",
+            milliseconds(&mut digits, self.duration, false),
+        );
+        pair("bytes", decimal(&mut digits, self.bytes));
+        pair("request_id", &pretty(self.request_id));
+        pair("outcome", self.outcome.as_bytes());
+        pair("listener", self.listener.as_bytes());
+        if let Some(error) = self.error {
+            pair("error", &pretty(error));
+        }
+        out.push(b'\n');
+    }
+
+    /// One JSON object, keys in the order tracing-subscriber's flattened
+    /// JSON puts them; an absent `host` or `error` has no key.
+    fn write_json(&self, target: &str, at: SystemTime, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        write_timestamp(out, at);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
+        let mut digits = [0u8; 24];
+        let key = |name: &str, out: &mut Vec<u8>| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
         };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+        key("method", out);
+        json_string(out, self.method);
+        if let Some(host) = self.host {
+            key("host", out);
+            json_string(out, host);
+        }
+        key("path", out);
+        json_string(out, self.path);
+        key("route", out);
+        json_string(out, self.route);
+        key("upstream", out);
+        json_string(out, self.upstream);
+        key("status", out);
+        out.extend_from_slice(decimal(&mut digits, u64::from(self.status)));
+        key("duration_ms", out);
+        out.extend_from_slice(milliseconds(&mut digits, self.duration, true));
+        key("bytes", out);
+        out.extend_from_slice(decimal(&mut digits, self.bytes));
+        key("request_id", out);
+        json_string(out, self.request_id);
+        key("outcome", out);
+        json_string(out, self.outcome);
+        key("listener", out);
+        json_string(out, self.listener);
+        if let Some(error) = self.error {
+            key("error", out);
+            json_string(out, error);
+        }
+        key("target", out);
+        json_string(out, target);
+        out.extend_from_slice(b"}\n");
     }
 }
 
-/// Writes `at` as RFC 3339 UTC with microseconds, as the default format
-/// does. The date and time to the second are formatted once per second and
-/// thread; a line only adds its microseconds.
-fn write_timestamp(writer: &mut Writer<'_>, at: std::time::SystemTime) -> fmt::Result {
+/// `value` as the pretty format writes it: bare, or quoted and escaped when
+/// it is empty or holds a space, a quote, `=` or a control character.
+fn pretty(value: &str) -> std::borrow::Cow<'_, [u8]> {
+    let plain = !value.is_empty()
+        && !value
+            .bytes()
+            .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == 0x7f);
+    if plain {
+        std::borrow::Cow::Borrowed(value.as_bytes())
+    } else {
+        std::borrow::Cow::Owned(format!("{value:?}").into_bytes())
+    }
+}
+
+/// `value` as a JSON string, escaped as serde_json escapes it.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    if value.bytes().any(|b| b < b' ' || b == b'"' || b == b'\\') {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, value);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// `duration` in milliseconds with its microseconds as decimals, as
+/// `Display` prints the float `micros / 1000.0` (trailing zeros dropped,
+/// and the point with them), or as serde_json prints it (`1.0` for a
+/// whole number) when `json`. Digit by digit, without the shortest
+/// round-trip search that float formatting runs every time.
+fn milliseconds(digits: &mut [u8; 24], duration: Duration, json: bool) -> &[u8] {
+    let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+    let (point, mut end) = write_fraction(&mut digits[..], micros % 1000, 3);
+    while digits[end - 1] == b'0' {
+        end -= 1;
+    }
+    if end == point + 1 {
+        if json {
+            end += 1;
+        } else {
+            end = point;
+        }
+    }
+    let at = write_digits(&mut digits[..point], micros / 1000);
+    &digits[at..end]
+}
+
+/// `value` in decimal, at the end of `digits`.
+fn decimal(digits: &mut [u8; 24], value: u64) -> &[u8] {
+    let at = write_digits(&mut digits[..], value);
+    &digits[at..]
+}
+
+/// Writes `at` as RFC 3339 UTC with microseconds, as tracing-subscriber's
+/// formats do. The date and time to the second are formatted once per
+/// second and thread; a line only adds its microseconds.
+fn write_timestamp(out: &mut Vec<u8>, at: SystemTime) {
     thread_local! {
         static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
     }
-    let Ok(since_epoch) = at.duration_since(std::time::UNIX_EPOCH) else {
-        return write!(writer, "{}", humantime::format_rfc3339_micros(at));
+    let Ok(since_epoch) = at.duration_since(UNIX_EPOCH) else {
+        let _ = write!(out, "{}", humantime::format_rfc3339_micros(at));
+        return;
     };
     let seconds = since_epoch.as_secs();
     let (cached, mut prefix) = SECOND.get();
     if cached != seconds {
-        let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+        let whole = UNIX_EPOCH + Duration::from_secs(seconds);
         let text = humantime::format_rfc3339_seconds(whole).to_string();
-        match text.as_bytes().get(..19) {
-            Some(date_and_time) => prefix.copy_from_slice(date_and_time),
-            None => return write!(writer, "{}", humantime::format_rfc3339_micros(at)),
-        }
+        let Some(date_and_time) = text.as_bytes().get(..19) else {
+            let _ = write!(out, "{}", humantime::format_rfc3339_micros(at));
+            return;
+        };
+        prefix.copy_from_slice(date_and_time);
         SECOND.set((seconds, prefix));
     }
     let mut micros = [b'Z'; 8];
     write_fraction(&mut micros[..7], u64::from(since_epoch.subsec_micros()), 6);
-    match (std::str::from_utf8(&prefix), std::str::from_utf8(&micros)) {
-        (Ok(prefix), Ok(micros)) => {
-            writer.write_str(prefix)?;
-            writer.write_str(micros)
-        }
-        _ => write!(writer, "{}", humantime::format_rfc3339_micros(at)),
-    }
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(&micros);
 }
 
 /// Writes `.` and `fraction` in `places` digits, zeros kept, at the end of
@@ -125,159 +233,102 @@ fn write_digits(digits: &mut [u8], value: u64) -> usize {
     }
 }
 
-/// Writes each field as ` name=value`; the message as ` value`.
-struct Pairs<'a, 'w> {
-    writer: &'a mut Writer<'w>,
-    result: fmt::Result,
-}
-
-impl Pairs<'_, '_> {
-    fn pair(&mut self, field: &Field, value: fmt::Arguments<'_>) {
-        if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| self.writer.write_fmt(value));
-        }
-    }
-
-    /// Writes ` name=`, or ` ` for the message; plain `write_str` calls, since
-    /// `write!` runs the whole formatting machinery for every piece.
-    fn name(&mut self, field: &Field) -> fmt::Result {
-        self.writer.write_char(' ')?;
-        if field.name() != "message" {
-            self.writer.write_str(field.name())?;
-            self.writer.write_char('=')?;
-        }
-        Ok(())
-    }
-
-    fn plain(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| self.writer.write_str(value));
-        }
-    }
-}
-
-impl Visit for Pairs<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        // Quote only what a reader could misparse: empty values and values
-        // with spaces, quotes, `=` or control characters.
-        let plain = !value.is_empty()
-            && !value
-                .bytes()
-                .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == 0x7f);
-        if plain || field.name() == "message" {
-            self.plain(field, value);
-        } else {
-            self.pair(field, format_args!("{value:?}"));
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        let mut digits = [0u8; 20];
-        let at = write_digits(&mut digits, value);
-        // ASCII digits, so always valid UTF-8.
-        match std::str::from_utf8(&digits[at..]) {
-            Ok(text) => self.plain(field, text),
-            Err(_) => self.pair(field, format_args!("{value}")),
-        }
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.pair(field, format_args!("{value}"));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        // `duration_ms` is whole microseconds over 1,000: written digit by
-        // digit it reads as Display would print it, without the shortest
-        // round-trip search that Display runs for every float.
-        let thousandths = (value * 1000.0).round();
-        if value >= 0.0 && thousandths < 1e15 && thousandths / 1000.0 == value {
-            let thousandths = thousandths as u64;
-            let mut digits = [0u8; 24];
-            let (point, mut end) = write_fraction(&mut digits, thousandths % 1000, 3);
-            // Display drops trailing zeros, and the point with the last.
-            while digits[end - 1] == b'0' {
-                end -= 1;
-            }
-            if end == point + 1 {
-                end = point;
-            }
-            let at = write_digits(&mut digits[..point], thousandths / 1000);
-            if let Ok(text) = std::str::from_utf8(&digits[at..end]) {
-                self.plain(field, text);
-                return;
-            }
-        }
-        self.pair(field, format_args!("{value}"));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.pair(field, format_args!("{value}"));
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.pair(field, format_args!("{value:?}"));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// What `record_f64` writes for a field named `duration_ms`.
-    fn written(value: f64) -> String {
-        struct Capture(String);
-        impl Visit for Capture {
-            fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
-            fn record_f64(&mut self, field: &Field, value: f64) {
-                let mut line = String::new();
-                let mut writer = Writer::new(&mut line);
-                let mut pairs = Pairs {
-                    writer: &mut writer,
-                    result: Ok(()),
-                };
-                pairs.record_f64(field, value);
-                self.0 = line;
-            }
+    fn line(micros: u64) -> AccessLine<'static> {
+        AccessLine {
+            method: "GET",
+            host: Some("a.test:8080"),
+            path: "/x=1",
+            route: "api",
+            upstream: "http://127.0.0.1:9/",
+            status: 200,
+            duration: Duration::from_micros(micros),
+            bytes: 13,
+            request_id: "r-1",
+            outcome: "complete",
+            listener: "proxy",
+            error: None,
         }
-        let mut capture = Capture(String::new());
-        static META: tracing::Metadata<'static> = tracing::metadata! {
-            name: "test",
-            target: "test",
-            level: tracing::Level::INFO,
-            fields: &["duration_ms"],
-            callsite: &CALLSITE,
-            kind: tracing::metadata::Kind::EVENT,
-        };
-        static CALLSITE: tracing::callsite::DefaultCallsite =
-            tracing::callsite::DefaultCallsite::new(&META);
-        let field = META.fields().field("duration_ms").expect("the field");
-        capture.record_f64(&field, value);
-        capture.0
+    }
+
+    fn written(line: &AccessLine<'_>, format: LineFormat, at: SystemTime) -> String {
+        let mut out = Vec::new();
+        line.write(format, "switchyard::access", at, &mut out);
+        String::from_utf8(out).expect("a log line is UTF-8")
     }
 
     #[test]
     fn timestamps_print_as_humantime_would() {
-        let base = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
+        let base = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
         for micros in [0u64, 1, 999_999, 1_000_000, 1_500_042, 86_400_000_007] {
-            let at = base + std::time::Duration::from_micros(micros);
-            let mut line = String::new();
-            write_timestamp(&mut Writer::new(&mut line), at).expect("written");
-            assert_eq!(line, humantime::format_rfc3339_micros(at).to_string());
+            let at = base + Duration::from_micros(micros);
+            let mut out = Vec::new();
+            write_timestamp(&mut out, at);
+            let expected = humantime::format_rfc3339_micros(at).to_string();
+            assert_eq!(out, expected.as_bytes());
         }
     }
 
     #[test]
-    fn durations_print_as_display_would() {
+    fn durations_print_as_display_and_serde_json_would() {
         for micros in [0u64, 1, 9, 10, 100, 255, 1000, 1500, 1_234_567, 99_999_999] {
             let value = micros as f64 / 1000.0;
-            assert_eq!(
-                written(value),
-                format!(" duration_ms={value}"),
-                "{micros} µs"
-            );
+            let mut digits = [0u8; 24];
+            let pretty = milliseconds(&mut digits, Duration::from_micros(micros), false);
+            assert_eq!(pretty, value.to_string().as_bytes(), "{micros} µs");
+            let json = milliseconds(&mut digits, Duration::from_micros(micros), true);
+            let expected = serde_json::to_string(&value).expect("a finite float");
+            assert_eq!(json, expected.as_bytes(), "{micros} µs");
         }
-        for value in [0.0001, 1.0 / 3.0, -2.5, 1e300] {
-            assert_eq!(written(value), format!(" duration_ms={value}"));
-        }
+    }
+
+    #[test]
+    fn pretty_lines_quote_only_what_could_be_misread() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_796_000_000_000_042);
+        let mut quoted = line(1500);
+        quoted.request_id = "a \"b\"";
+        quoted.host = None;
+        quoted.error = Some("no_route");
+        assert_eq!(
+            written(&quoted, LineFormat::Pretty, at),
+            "2026-11-30T00:53:20.000042Z  INFO switchyard::access: request method=GET \
+             path=\"/x=1\" route=api upstream=http://127.0.0.1:9/ status=200 duration_ms=1.5 \
+             bytes=13 request_id=\"a \\\"b\\\"\" outcome=complete listener=proxy error=no_route\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_are_what_tracing_subscriber_would_write() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_796_000_000_000_042);
+        let mut escaped = line(2000);
+        escaped.path = "/\"\\\u{1}é";
+        escaped.error = Some("no_route");
+        let text = written(&escaped, LineFormat::Json, at);
+        assert!(text.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+        let expected = serde_json::json!({
+            "timestamp": "2026-11-30T00:53:20.000042Z",
+            "level": "INFO",
+            "message": "request",
+            "method": "GET",
+            "host": "a.test:8080",
+            "path": "/\"\\\u{1}é",
+            "route": "api",
+            "upstream": "http://127.0.0.1:9/",
+            "status": 200,
+            "duration_ms": 2.0,
+            "bytes": 13,
+            "request_id": "r-1",
+            "outcome": "complete",
+            "listener": "proxy",
+            "error": "no_route",
+            "target": "switchyard::access",
+        });
+        assert_eq!(value, expected);
+        assert!(text.contains("\"duration_ms\":2.0,"));
+        assert!(text.ends_with(",\"target\":\"switchyard::access\"}\n"));
     }
 }

@@ -3,10 +3,10 @@
 //! Every thread appends whole lines to a buffer of its own, and one
 //! background thread writes all buffers out every [`FLUSH_INTERVAL`] (or
 //! sooner when a buffer fills). A request thread's cost is one uncontended
-//! lock and a copy; it never makes a system call for its access-log line
-//! and never wakes another thread, which a channel to a writer thread would
-//! do once per line. The lock is held for the copy only, never across an
-//! `.await` (logging is synchronous).
+//! lock while its line goes into the buffer; it never makes a system call
+//! for its access-log line and never wakes another thread, which a channel
+//! to a writer thread would do once per line. The lock is held while one
+//! line is written, never across an `.await` (logging is synchronous).
 //!
 //! When stderr cannot keep up, a full buffer drops new lines instead of
 //! blocking the request; dropped lines are counted and reported.
@@ -86,13 +86,37 @@ impl BatchedStderr {
     }
 
     fn local_shard(&self) -> Arc<Shard> {
+        LOCAL_SHARD
+            .with(|local| Arc::clone(local.borrow_mut().get_or_insert_with(|| self.new_shard())))
+    }
+}
+
+impl BatchedStderr {
+    /// Lets `write` append one whole line to this thread's buffer, in
+    /// place: no line of its own, no second copy. The lock is this thread's
+    /// buffer's, which only the writer thread takes besides, every
+    /// [`FLUSH_INTERVAL`]. A line that would pass the hard limit is taken
+    /// back and counted as dropped.
+    pub fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
         LOCAL_SHARD.with(|local| {
-            Arc::clone(local.borrow_mut().get_or_insert_with(|| {
-                let shard = Arc::new(Shard::default());
-                lock(&self.shared.shards).push(Arc::clone(&shard));
-                shard
-            }))
-        })
+            let mut local = local.borrow_mut();
+            let shard = local.get_or_insert_with(|| self.new_shard());
+            let mut lines = lock(&shard.lines);
+            let before = lines.len();
+            write(&mut lines);
+            if lines.len() > SHARD_HARD_LIMIT {
+                lines.truncate(before);
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            } else if lines.len() > SHARD_SOFT_LIMIT {
+                self.flusher.unpark();
+            }
+        });
+    }
+
+    fn new_shard(&self) -> Arc<Shard> {
+        let shard = Arc::new(Shard::default());
+        lock(&self.shared.shards).push(Arc::clone(&shard));
+        shard
     }
 }
 

@@ -5,7 +5,7 @@
 //! - [`metrics`]: the registry `/metrics` encodes, read from the live table.
 //! - [`access`]: one access-log line per request, when its body ends.
 //! - [`log_writer`]: batched log output that never makes a request wait.
-//! - [`log_format`]: pretty log lines, with a cheap format for access events.
+//! - [`log_format`]: the access line, pretty or JSON, written without `fmt`.
 
 pub mod access;
 pub mod log_format;
