@@ -28,23 +28,47 @@ fn normalize_host(authority: &str) -> Option<String> {
         return Some(format!("[{addr}]"));
     }
 
-    let (name, port) = match authority.find(':') {
-        Some(colon) => authority.split_at(colon),
-        None => (authority, ""),
-    };
-    if !is_valid_port_suffix(port) {
+    // One pass over the bytes: it checks each label, finds the port and
+    // notes whether lowercasing is needed. This runs on every request.
+    let bytes = authority.as_bytes();
+    let mut end = bytes.len();
+    let mut label = 0usize;
+    let mut upper = false;
+    for (at, &b) in bytes.iter().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label += 1,
+            b'A'..=b'Z' => {
+                label += 1;
+                upper = true;
+            }
+            // An empty label: a leading dot or two dots in a row.
+            b'.' if label == 0 => return None,
+            b'.' => label = 0,
+            b':' => {
+                end = at;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    if !is_valid_port_suffix(&authority[end..]) {
         return None;
     }
-    let name = name.strip_suffix('.').unwrap_or(name);
-    let valid = !name.is_empty()
-        && name.len() <= MAX_HOST_LEN
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    valid.then(|| name.to_ascii_lowercase())
+    // Ending on a dot is the fully qualified spelling of the same name; the
+    // label before it was checked when the dot was reached.
+    let name = match (end, label) {
+        (0, _) => return None,
+        (_, 0) => &authority[..end - 1],
+        _ => &authority[..end],
+    };
+    if name.is_empty() || name.len() > MAX_HOST_LEN {
+        return None;
+    }
+    Some(if upper {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_owned()
+    })
 }
 
 /// Empty, or `:` and a port number (RFC 3986 allows an empty port).
@@ -53,5 +77,53 @@ fn is_valid_port_suffix(suffix: &str) -> bool {
         None => suffix.is_empty(),
         Some("") => true,
         Some(port) => port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_spelling_per_host() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("example.com", Some("example.com")),
+            ("Example.COM:8080", Some("example.com")),
+            ("example.com.", Some("example.com")),
+            ("example.com.:80", Some("example.com")),
+            ("a_b-c.d9", Some("a_b-c.d9")),
+            ("127.0.0.1:18093", Some("127.0.0.1")),
+            ("host:", Some("host")),
+            ("[::1]:8080", Some("[::1]")),
+            ("[0:0::1]", Some("[::1]")),
+            ("", None),
+            (".", None),
+            (":80", None),
+            ("..", None),
+            ("example.com..", None),
+            (".example.com", None),
+            ("a..b", None),
+            ("exa mple", None),
+            ("example.com:http", None),
+            ("example.com:99999", None),
+            ("example.com:80:80", None),
+            ("ex%41mple", None),
+            ("[::1", None),
+            ("[fe80::1%eth0]", None),
+        ];
+        for (authority, expected) in cases {
+            assert_eq!(
+                normalize_host(authority).as_deref(),
+                *expected,
+                "{authority:?}"
+            );
+        }
+        let longest = format!("{}.com", "a".repeat(MAX_HOST_LEN - 4));
+        assert_eq!(normalize_host(&longest).as_deref(), Some(longest.as_str()));
+        assert_eq!(normalize_host(&format!("a{longest}")), None);
+        assert_eq!(
+            normalize_host(&format!("{longest}.")).as_deref(),
+            Some(longest.as_str())
+        );
     }
 }

@@ -430,7 +430,8 @@ impl RouteTable {
             table: self,
             host,
             exact_done: false,
-            rest: host,
+            // Without wildcard routes there is no suffix to look for.
+            rest: host.filter(|_| !self.wildcard.is_empty()),
             any_done: false,
         }
     }
