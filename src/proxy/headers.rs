@@ -52,6 +52,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // alone); only those are removed, each remove being a hash lookup.
     let mut present = [false; HOP_BY_HOP_COUNT];
     for name in headers.keys() {
+        // Most names are told apart from all seven by their length alone.
+        let length = name.as_str().len();
+        if length >= 32 || HOP_BY_HOP_LENGTHS & (1 << length) == 0 {
+            continue;
+        }
         if let Some(i) = ALWAYS_HOP_BY_HOP.iter().position(|hop| hop == name) {
             present[i] = true;
         }
@@ -89,6 +94,26 @@ static ALWAYS_HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     TRANSFER_ENCODING,
     UPGRADE,
 ];
+
+/// The lengths of the names in [`ALWAYS_HOP_BY_HOP`], one bit each.
+const HOP_BY_HOP_LENGTHS: u32 = {
+    let names = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    let mut bits = 0;
+    let mut i = 0;
+    while i < names.len() {
+        bits |= 1 << names[i].len();
+        i += 1;
+    }
+    bits
+};
 
 /// Whether the message asks for a protocol upgrade: an `Upgrade` header and
 /// `upgrade` among the `Connection` options. Without the latter, RFC 9110
@@ -260,6 +285,13 @@ mod tests {
             );
         }
         headers
+    }
+
+    #[test]
+    fn the_length_filter_lets_every_hop_by_hop_name_through() {
+        for name in &ALWAYS_HOP_BY_HOP {
+            assert_ne!(HOP_BY_HOP_LENGTHS & (1 << name.as_str().len()), 0, "{name}");
+        }
     }
 
     fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
