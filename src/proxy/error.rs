@@ -18,6 +18,8 @@ pub enum ProxyError {
     BadTarget(String),
     #[error("request has both Content-Length and Transfer-Encoding")]
     AmbiguousFraming,
+    #[error("request headers are over {limit} bytes in total")]
+    HeadersTooLarge { limit: usize },
     #[error("route {route}: upstream unreachable: {detail}")]
     UpstreamUnavailable { route: String, detail: String },
     #[error("route {route}: no response headers within {timeout:?}")]
@@ -32,6 +34,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => "bad_request",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::InvalidUpstreamResponse { .. } => "upstream_invalid_response",
@@ -42,6 +45,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UpstreamUnavailable { .. } | ProxyError::InvalidUpstreamResponse { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -58,7 +62,8 @@ impl ProxyError {
             ProxyError::InvalidUpstreamResponse { .. } => Some(UpstreamErrorKind::InvalidResponse),
             ProxyError::NoRoute { .. }
             | ProxyError::BadTarget(_)
-            | ProxyError::AmbiguousFraming => None,
+            | ProxyError::AmbiguousFraming
+            | ProxyError::HeadersTooLarge { .. } => None,
         }
     }
 
@@ -98,7 +103,9 @@ impl IntoResponse for ProxyError {
             ProxyError::NoRoute { host, path } => {
                 json!({ "error": self.kind(), "host": host, "path": path })
             }
-            ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => {
+            ProxyError::BadTarget(_)
+            | ProxyError::AmbiguousFraming
+            | ProxyError::HeadersTooLarge { .. } => {
                 json!({ "error": self.kind(), "reason": self.to_string() })
             }
             ProxyError::UpstreamUnavailable { route, .. }

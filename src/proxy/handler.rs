@@ -32,7 +32,7 @@ use crate::proxy::headers::{
     ensure_request_id, request_authority, set_forwarded, strip_hop_by_hop, upgrade_requested,
     REQUEST_ID,
 };
-use crate::proxy::server::{App, Peer};
+use crate::proxy::server::{App, Peer, MAX_HEADER_BYTES};
 use crate::routes::config::RespondSpec;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::{canonical_path, upstream_path};
@@ -181,9 +181,11 @@ pub fn app(state: ProxyState) -> impl App {
     handle.with_state(state)
 }
 
-async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
+async fn handle(State(state): State<ProxyState>, mut request: Request) -> Response {
     let table = state.live.load_full();
-    let mut request = request;
+    // Room for the headers the proxy adds (request id, X-Forwarded-For,
+    // -Proto and -Host), so the map grows once, not once per header.
+    request.headers_mut().reserve(4);
     let request_id = ensure_request_id(request.headers_mut());
     // Read once: routed on, forwarded as `Host`, and logged.
     let authority = request_authority(request.headers(), request.uri());
@@ -197,8 +199,22 @@ async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
         )
     });
     let mut routed = Routed::default();
-    let routing = route_request(&state, &table, request, authority, &mut routed);
-    let (mut response, error) = match routing.await {
+    // Routing is synchronous; only the forwarding awaits, so the request
+    // lives in one future, not in one per layer of calls.
+    let answer = match pick_route(&table, &request, authority.as_ref()) {
+        Err(error) => Err(error),
+        Ok((route, path)) => {
+            routed.route = Some(route.index);
+            match route.destination() {
+                Destination::Respond(respond) => Ok(fixed_response(respond)),
+                Destination::Upstreams(balancer) => {
+                    let tried = &mut routed.upstreams;
+                    forward(&state, route, balancer, tried, &path, request, authority).await
+                }
+            }
+        }
+    };
+    let (mut response, error) = match answer {
         Ok(response) => (response, None),
         Err(error) => {
             let upstream = error.upstream_error_kind();
@@ -218,14 +234,19 @@ async fn handle(State(state): State<ProxyState>, request: Request) -> Response {
     }
 }
 
-async fn route_request(
-    state: &ProxyState,
-    table: &RouteTable,
-    request: Request,
-    authority: Option<HeaderValue>,
-    routed: &mut Routed,
-) -> Result<Response, ProxyError> {
+/// The route `request` takes in `table`, and the canonical path it was
+/// matched on.
+fn pick_route<'t>(
+    table: &'t RouteTable,
+    request: &Request,
+    authority: Option<&HeaderValue>,
+) -> Result<(&'t Route, String), ProxyError> {
     let headers = request.headers();
+    if header_bytes(headers) > MAX_HEADER_BYTES {
+        return Err(ProxyError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        });
+    }
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
         // Two framings: the next hop may pick the other one and read the
         // rest of the body as a second request (smuggling). hyper 1.x gets
@@ -236,24 +257,26 @@ async fn route_request(
     }
     let path =
         canonical_path(request.uri().path()).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
-    let host = authority.as_ref().and_then(host_of_authority);
+    let host = authority.and_then(host_of_authority);
     let facts = RequestFacts {
         host: host.as_deref(),
         path: &path,
         method: request.method(),
         headers: request.headers(),
     };
-    let Some(route) = table.lookup(&facts) else {
-        return Err(ProxyError::NoRoute { host, path });
-    };
-    routed.route = Some(route.index);
-    match route.destination() {
-        Destination::Respond(respond) => Ok(fixed_response(respond)),
-        Destination::Upstreams(balancer) => {
-            let tried = &mut routed.upstreams;
-            forward(state, route, balancer, tried, &path, request, authority).await
-        }
+    match table.lookup(&facts) {
+        Some(route) => Ok((route, path)),
+        None => Err(ProxyError::NoRoute { host, path }),
     }
+}
+
+/// The size of `headers` as HTTP/1.1 writes them: each line's name, `: `,
+/// value and CRLF.
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
 }
 
 fn fixed_response(respond: &RespondSpec) -> Response {
