@@ -503,13 +503,16 @@ async fn sighup_reloads_the_real_binary_and_is_recorded_as_signal() {
     assert_eq!(reloads[0]["result"], "unchanged");
     assert_eq!(reloads[0]["version"], 2);
 
-    // The reload logged its diff by route name.
-    let logs = process.logs();
-    let logged = logs
-        .iter()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|entry| entry["message"] == "route table reloaded")
-        .unwrap_or_else(|| panic!("no reload logged: {logs:?}"));
+    // The reload logged its diff by route name (the log writer flushes
+    // every 50 ms, so the line may arrive after the history has it).
+    let logged = eventually(LIVE_WITHIN, || async {
+        process
+            .logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|entry| entry["message"] == "route table reloaded")
+    })
+    .await;
     assert!(
         logged["changed"].to_string().contains("greeting"),
         "{logged}"
@@ -518,6 +521,7 @@ async fn sighup_reloads_the_real_binary_and_is_recorded_as_signal() {
         assert!(logged.get(field).is_some(), "no `{field}` in {logged}");
     }
     // A plain file in a plain directory is not a single-file mount.
+    let logs = process.logs();
     assert!(
         !logs
             .iter()
