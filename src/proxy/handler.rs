@@ -266,7 +266,10 @@ fn pick_route<'t>(
     };
     match table.lookup(&facts) {
         Some(route) => Ok((route, path)),
-        None => Err(ProxyError::NoRoute { host, path }),
+        None => Err(ProxyError::NoRoute {
+            host: host.map(|host| host.into_owned()),
+            path,
+        }),
     }
 }
 

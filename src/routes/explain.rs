@@ -77,6 +77,7 @@ impl MatchQuery {
                     .map_err(|_| format!("host `{raw}` is not valid"))?;
                 Some(
                     host_of_authority(&value)
+                        .map(|host| host.into_owned())
                         .ok_or_else(|| format!("host `{raw}` is not valid"))?,
                 )
             }

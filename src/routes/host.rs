@@ -2,6 +2,7 @@
 //! route's `host:` and a request's authority compare as plain strings. The
 //! proxy and the route explainer both normalize with this one function.
 
+use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
 use http::HeaderValue;
@@ -12,11 +13,13 @@ pub const MAX_HOST_LEN: usize = 253;
 
 /// The host a route can name, from a request's authority (see
 /// `proxy::headers::routing_host`, which takes it from the request).
-pub fn host_of_authority(authority: &HeaderValue) -> Option<String> {
+/// Borrowed from `authority` when it is already in that spelling, as
+/// nearly every `Host` is, so routing a request allocates nothing for it.
+pub fn host_of_authority(authority: &HeaderValue) -> Option<Cow<'_, str>> {
     normalize_host(authority.to_str().ok()?)
 }
 
-fn normalize_host(authority: &str) -> Option<String> {
+fn normalize_host(authority: &str) -> Option<Cow<'_, str>> {
     if let Some(bracketed) = authority.strip_prefix('[') {
         let (literal, rest) = bracketed.split_once(']')?;
         if !is_valid_port_suffix(rest) {
@@ -25,7 +28,7 @@ fn normalize_host(authority: &str) -> Option<String> {
         // Parsing rejects zone ids and IPvFuture, which no route can name,
         // and printing gives one spelling per address.
         let addr: Ipv6Addr = literal.parse().ok()?;
-        return Some(format!("[{addr}]"));
+        return Some(Cow::Owned(format!("[{addr}]")));
     }
 
     // One pass over the bytes: it checks each label, finds the port and
@@ -65,9 +68,9 @@ fn normalize_host(authority: &str) -> Option<String> {
         return None;
     }
     Some(if upper {
-        name.to_ascii_lowercase()
+        Cow::Owned(name.to_ascii_lowercase())
     } else {
-        name.to_owned()
+        Cow::Borrowed(name)
     })
 }
 
