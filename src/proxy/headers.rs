@@ -223,8 +223,16 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
 /// map: the client's (its first one) if it is 1 to [`MAX_REQUEST_ID_LEN`]
 /// bytes of visible ASCII, otherwise a fresh UUID v4 in hyphenated form.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let id = match headers.get(REQUEST_ID) {
-        Some(id) if is_valid_request_id(id) => id.clone(),
+    let mut sent = headers.get_all(REQUEST_ID).iter();
+    let id = match sent.next() {
+        Some(id) if is_valid_request_id(id) => {
+            let id = id.clone();
+            if sent.next().is_none() {
+                // Already the only one: nothing to replace.
+                return id;
+            }
+            id
+        }
         _ => new_request_id(),
     };
     headers.insert(REQUEST_ID, id.clone());
@@ -266,7 +274,7 @@ pub fn request_authority(headers: &HeaderMap, uri: &Uri) -> Option<HeaderValue> 
 /// form (`[0:0::1]:8080` is `[::1]`). `None` when absent or not a valid
 /// host: userinfo, bad characters, empty labels, a bad port.
 pub fn routing_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    host_of_authority(&request_authority(headers, uri)?)
+    host_of_authority(&request_authority(headers, uri)?).map(|host| host.into_owned())
 }
 
 #[cfg(test)]
@@ -539,6 +547,13 @@ mod tests {
         let mut headers = map(&[("x-request-id", "abc-123")]);
         assert_eq!(ensure_request_id(&mut headers), "abc-123");
         assert_eq!(values(&headers, "x-request-id"), ["abc-123"]);
+    }
+
+    #[test]
+    fn a_repeated_request_id_leaves_only_the_first() {
+        let mut headers = map(&[("x-request-id", "first"), ("x-request-id", "second")]);
+        assert_eq!(ensure_request_id(&mut headers), "first");
+        assert_eq!(values(&headers, "x-request-id"), ["first"]);
     }
 
     #[test]
