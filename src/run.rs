@@ -27,6 +27,7 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
+use crate::observe::log_writer;
 use crate::proxy::handler::{self, Listener, ProxyState, Tunnels};
 use crate::proxy::server::Transport;
 use crate::proxy::{health, server};
@@ -285,7 +286,11 @@ fn spawn_workers(
         std::thread::Builder::new()
             .name(format!("switchyard-worker-{worker}"))
             .spawn(move || {
+                // This thread's access lines go to the log writer a buffer
+                // at a time, on a timer of the worker's own.
+                log_writer::batch_this_thread();
                 runtime.block_on(async move {
+                    tokio::spawn(log_writer::hand_off_every_interval());
                     let listener = match TcpListener::from_std(listener) {
                         Ok(listener) => listener,
                         Err(error) => {
@@ -352,6 +357,7 @@ fn spawn_workers(
                         );
                     }
                 });
+                log_writer::hand_off_this_thread();
                 let _ = done.send(());
             })?;
         drained.push(finished);

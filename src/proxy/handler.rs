@@ -3,10 +3,11 @@
 //!
 //! The snapshot is an `Arc` taken with `load_full()` before the first
 //! `.await` and kept to the end of the request, so a reload never changes the
-//! table under a request and never waits for one. Routing, forwarding and
-//! metrics take no lock; the one lock a request touches is its own thread's
-//! access-log buffer, uncontended and held for a copy (see `log_writer`).
-//! Nothing is ever held across an `.await`.
+//! table under a request and never waits for one. Routing, forwarding,
+//! metrics and the access line (a thread-local buffer, see `log_writer`)
+//! take no lock. The one lock here is `BodyHandoff`'s, on routes with a
+//! second upstream to try, taken once per try and uncontended. Nothing is
+//! ever held across an `.await`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
