@@ -224,19 +224,17 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
 /// bytes of visible ASCII, otherwise a fresh UUID v4 in hyphenated form.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let mut sent = headers.get_all(REQUEST_ID).iter();
-    let id = match sent.next() {
-        Some(id) if is_valid_request_id(id) => {
-            let id = id.clone();
-            if sent.next().is_none() {
-                // Already the only one: nothing to replace.
-                return id;
-            }
+    let first = sent.next().filter(|id| is_valid_request_id(id)).cloned();
+    let alone = sent.next().is_none();
+    match first {
+        // Already the only one: nothing to replace.
+        Some(id) if alone => id,
+        first => {
+            let id = first.unwrap_or_else(new_request_id);
+            headers.insert(REQUEST_ID, id.clone());
             id
         }
-        _ => new_request_id(),
-    };
-    headers.insert(REQUEST_ID, id.clone());
-    id
+    }
 }
 
 fn is_valid_request_id(id: &HeaderValue) -> bool {
