@@ -213,12 +213,12 @@ impl Switchyard {
         let admin = tokio::spawn(server::serve(
             admin_listener,
             Transport::Plain,
-            admin::app(AdminState {
+            server::with_peer_extension(admin::app(AdminState {
                 reloader: Arc::clone(&reloader),
                 readiness: Arc::clone(&readiness),
                 allow_remote_changes: options.admin_allow_remote_changes,
                 tls: certificates,
-            }),
+            })),
             async move {
                 let _ = admin_stopped.await;
             },

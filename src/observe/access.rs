@@ -30,7 +30,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 
 use crate::observe::log_format::{AccessLine, LineFormat};
 use crate::observe::log_writer::BatchedStderr;
@@ -174,13 +174,19 @@ impl Exchange {
     }
 
     /// Wraps the response so that the exchange finishes when its body does.
-    /// `error` is the proxy error the response was made from, if any.
-    pub fn respond(
+    /// `error` is the proxy error the response was made from, if any. The
+    /// body is boxed here, once: an upstream's body comes unboxed, so the
+    /// response is not boxed twice over.
+    pub fn respond<B>(
         mut self,
-        response: Response,
+        response: http::Response<B>,
         routed: Routed,
         error: Option<(&'static str, Option<UpstreamErrorKind>)>,
-    ) -> Response {
+    ) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         self.routed = routed;
         self.status = response.status();
         if let Some((kind, upstream)) = error {
@@ -236,7 +242,7 @@ impl Exchange {
     /// Whether a body dropped before its last frame had nothing left to
     /// send: hyper need not poll a body whose length it already knows, and
     /// sends none at all for HEAD, 1xx, 204 and 304.
-    fn nothing_left(&self, inner: &Body) -> bool {
+    fn nothing_left(&self, inner: &impl http_body::Body) -> bool {
         inner.is_end_stream()
             || self.expected_bytes == Some(self.bytes)
             || self.method == Method::HEAD
@@ -268,13 +274,19 @@ fn tried_upstreams<'r>(route: &'r Route, tried: &Tried) -> Cow<'r, str> {
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A response body that counts its bytes and finishes its exchange.
-struct ObservedBody {
-    inner: Body,
+struct ObservedBody<B: http_body::Body> {
+    inner: B,
     exchange: Option<Exchange>,
 }
 
-impl http_body::Body for ObservedBody {
+impl<B> http_body::Body for ObservedBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -283,7 +295,9 @@ impl http_body::Body for ObservedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = Pin::new(&mut this.inner)
+            .poll_frame(cx)
+            .map_err(axum::Error::new);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(data), Some(exchange)) = (frame.data_ref(), this.exchange.as_mut()) {
@@ -314,7 +328,7 @@ impl http_body::Body for ObservedBody {
     }
 }
 
-impl Drop for ObservedBody {
+impl<B: http_body::Body> Drop for ObservedBody<B> {
     fn drop(&mut self) {
         if let Some(exchange) = self.exchange.take() {
             let outcome = if exchange.nothing_left(&self.inner) {

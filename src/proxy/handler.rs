@@ -33,8 +33,9 @@ use crate::proxy::headers::{
     ensure_request_id, request_authority, set_forwarded, strip_hop_by_hop, upgrade_requested,
     REQUEST_ID,
 };
-use crate::proxy::server::{App, Peer, MAX_HEADER_BYTES};
+use crate::proxy::server::{MakeApp, Peer, MAX_HEADER_BYTES};
 use crate::routes::config::RespondSpec;
+use crate::routes::counters::UpstreamErrorKind;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::{canonical_path, upstream_path};
 use crate::routes::table::{Destination, RequestFacts, Route, RouteTable};
@@ -174,15 +175,31 @@ pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// The proxy listener's service: every method and path goes to one
-/// handler. It is served as a service of its own, not as the fallback of an
-/// axum `Router`, whose path matching and layers of boxed services a
-/// catch-all route would pay for on every request without using them.
-pub fn app(state: ProxyState) -> impl App {
-    handle.with_state(state)
+/// What the requests of one client connection share: the worker's proxy
+/// state and the connection's client end. Made once per connection, so a
+/// request reaches both through one reference count.
+pub struct ClientConnection {
+    pub proxy: ProxyState,
+    pub peer: Peer,
 }
 
-async fn handle(State(state): State<ProxyState>, mut request: Request) -> Response {
+/// The proxy listener's service, one per connection: every method and path
+/// goes to one handler. It is served as a service of its own, not as the
+/// fallback of an axum `Router`, whose path matching and layers of boxed
+/// services a catch-all route would pay for on every request without using
+/// them.
+pub fn app(state: ProxyState) -> impl MakeApp {
+    move |peer| {
+        let connection = ClientConnection {
+            proxy: state.clone(),
+            peer,
+        };
+        handle.with_state(Arc::new(connection))
+    }
+}
+
+async fn handle(State(connection): State<Arc<ClientConnection>>, mut request: Request) -> Response {
+    let state = &connection.proxy;
     let table = state.live.load_full();
     // Room for the headers the proxy adds (request id, X-Forwarded-For,
     // -Proto and -Host), so the map grows once, not once per header.
@@ -207,16 +224,28 @@ async fn handle(State(state): State<ProxyState>, mut request: Request) -> Respon
         Ok((route, path)) => {
             routed.route = Some(route.index);
             match route.destination() {
-                Destination::Respond(respond) => Ok(fixed_response(respond)),
+                Destination::Respond(respond) => Ok(Answer::Made(fixed_response(respond))),
                 Destination::Upstreams(balancer) => {
                     let tried = &mut routed.upstreams;
-                    forward(&state, route, balancer, tried, &path, request, authority).await
+                    forward(
+                        &connection,
+                        route,
+                        balancer,
+                        tried,
+                        &path,
+                        request,
+                        authority,
+                    )
+                    .await
                 }
             }
         }
     };
-    let (mut response, error) = match answer {
-        Ok(response) => (response, None),
+    let made = match answer {
+        Ok(Answer::Upstream(response)) => {
+            return answer_with(response, request_id, exchange, routed, None);
+        }
+        Ok(Answer::Made(response)) => response,
         Err(error) => {
             let upstream = error.upstream_error_kind();
             if upstream.is_some() {
@@ -225,13 +254,43 @@ async fn handle(State(state): State<ProxyState>, mut request: Request) -> Respon
                 tracing::warn!(%error, request_id = request_id.to_str().unwrap_or("-"), "upstream request failed");
             }
             let kind = error.kind();
-            (error.into_response(), Some((kind, upstream)))
+            let response = error.into_response();
+            return answer_with(
+                response,
+                request_id,
+                exchange,
+                routed,
+                Some((kind, upstream)),
+            );
         }
     };
+    answer_with(made, request_id, exchange, routed, None)
+}
+
+/// A response on its way to the client: an upstream's, whose body is boxed
+/// only once, by [`answer_with`], or one made here.
+enum Answer {
+    Upstream(http::Response<reqwest::Body>),
+    Made(Response),
+}
+
+/// `response` as the client gets it: with the request id, and observed to
+/// the end of its body when requests are observed.
+fn answer_with<B>(
+    mut response: http::Response<B>,
+    request_id: HeaderValue,
+    exchange: Option<Exchange>,
+    routed: Routed,
+    error: Option<(&'static str, Option<UpstreamErrorKind>)>,
+) -> Response
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     response.headers_mut().insert(REQUEST_ID, request_id);
     match exchange {
         Some(exchange) => exchange.respond(response, routed, error),
-        None => response,
+        None => response.map(Body::new),
     }
 }
 
@@ -310,27 +369,25 @@ fn request_url(route: &Route, upstream: &RouteUpstream, path: &str, query: Optio
 }
 
 async fn forward(
-    state: &ProxyState,
+    connection: &ClientConnection,
     route: &Route,
     balancer: &Balancer,
     tried: &mut Tried,
     path: &str,
-    request: Request,
+    mut request: Request,
     original_host: Option<HeaderValue>,
-) -> Result<Response, ProxyError> {
-    let mut request = request;
+) -> Result<Answer, ProxyError> {
+    let state = &connection.proxy;
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
 
-    let peer = parts.extensions.get::<Peer>();
     // The host routed on is the host forwarded; for HTTP/2 this turns
     // `:authority` into `Host`.
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade.is_some());
-    if let Some(peer) = peer {
-        let proto = state.listener.scheme();
-        set_forwarded(headers, &peer.forwarded_for, proto, original_host.as_ref());
-    }
+    let proto = state.listener.scheme();
+    let client = &connection.peer.forwarded_for;
+    set_forwarded(headers, client, proto, original_host.as_ref());
     // Over HTTP/1.1 with an origin-form target the authority is the `Host`
     // header itself, already in place.
     if let Some(host) = original_host.filter(|_| parts.uri.authority().is_some()) {
@@ -407,12 +464,12 @@ async fn forward(
 
     if let Some(client_upgrade) = upgrade {
         if upstream_response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(switch_protocols(
+            return Ok(Answer::Made(switch_protocols(
                 route.name(),
                 upstream_response,
                 client_upgrade,
                 &state.tunnels,
-            ));
+            )));
         }
     }
 
@@ -421,7 +478,7 @@ async fn forward(
     // The body streams through frame by frame; if the upstream breaks off,
     // the error reaches hyper, which aborts the client connection instead of
     // ending the response as if it were complete.
-    Ok(response.map(Body::new))
+    Ok(Answer::Upstream(response))
 }
 
 /// Counts a connect failure or timeout against the upstream's health.

@@ -28,6 +28,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::util::Oneshot;
@@ -60,8 +61,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// this long before accepting again, instead of spinning on the error.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What a listener serves: axum's `Router` for the admin API, the proxy's
-/// handler as a service of its own for the request path.
+/// What a listener serves on one connection: axum's `Router` for the admin
+/// API, the proxy's handler as a service of its own for the request path.
 pub trait App:
     Service<http::Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
     + Clone
@@ -78,6 +79,36 @@ impl<S> App for S where
 {
 }
 
+/// Makes the service for one accepted connection from its client end, so
+/// the proxy can hand a connection's peer to its handler once, in the
+/// handler's state, instead of inserting it into every request's
+/// extensions (a map allocated per request).
+pub trait MakeApp: Fn(Peer) -> Self::App + Send + 'static {
+    type App: App;
+}
+
+impl<F, A> MakeApp for F
+where
+    F: Fn(Peer) -> A + Send + 'static,
+    A: App,
+{
+    type App = A;
+}
+
+/// Serves `router` with each request carrying its connection's [`Peer`] as
+/// an extension: for the admin API, whose handlers take it with
+/// `Extension<Peer>` and whose few requests make the map's cost moot.
+pub fn with_peer_extension(router: axum::Router) -> impl MakeApp {
+    move |peer: Peer| {
+        router
+            .clone()
+            .map_request(move |mut request: http::Request<Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                request
+            })
+    }
+}
+
 /// What a connection speaks under HTTP.
 #[derive(Clone)]
 pub enum Transport {
@@ -85,13 +116,13 @@ pub enum Transport {
     Tls(TlsAcceptor),
 }
 
-/// Serves `app` on `listener` until `stop` completes, then stops accepting
+/// Serves `make_app`'s service on `listener` until `stop` completes, then stops accepting
 /// and gives open connections up to `drain_timeout` to finish their requests.
 /// Returns once every connection has closed or the deadline passed.
 pub async fn serve(
     listener: TcpListener,
     transport: Transport,
-    app: impl App,
+    make_app: impl MakeApp,
     stop: impl Future<Output = ()>,
     drain_timeout: Duration,
     open_connections: Arc<AtomicUsize>,
@@ -122,7 +153,7 @@ pub async fn serve(
         let open = OpenConnection::count(&open_connections);
         let connection = Connection {
             builder: Arc::clone(&builder),
-            app: app.clone(),
+            app: make_app(Peer::new(peer)),
             peer,
             graceful: graceful.watcher(),
         };
@@ -196,7 +227,7 @@ impl<A: App> Connection<A> {
             graceful,
         } = self;
         let first_request = FirstRequest::default();
-        let service = hyper::service::service_fn(with_peer(app, peer, first_request.clone()));
+        let service = hyper::service::service_fn(noting_first_request(app, first_request.clone()));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -205,14 +236,21 @@ impl<A: App> Connection<A> {
         // hyper's header timeout only starts once the auto builder has
         // chosen HTTP/1; until then (no bytes yet, or a partial HTTP/2
         // preface) nothing bounds the wait, so the first request gets the
-        // same deadline here.
-        let result = match tokio::time::timeout(HEADER_READ_TIMEOUT, connection.as_mut()).await {
-            Ok(result) => result,
-            Err(_) if !first_request.arrived() => {
+        // same deadline here. The deadline goes once that request is in,
+        // so the connection's later polls do not pass through a timer.
+        let until_first_request = async {
+            tokio::select! {
+                result = connection.as_mut() => Some(result),
+                () = first_request.arrived() => None,
+            }
+        };
+        let result = match tokio::time::timeout(HEADER_READ_TIMEOUT, until_first_request).await {
+            Ok(Some(result)) => result,
+            Ok(None) => connection.await,
+            Err(_) => {
                 tracing::debug!(%peer, "no request within the header timeout; closing");
                 return;
             }
-            Err(_) => connection.await,
         };
         if let Err(error) = result {
             tracing::debug!(%peer, %error, "connection ended with an error");
@@ -240,21 +278,27 @@ impl Drop for OpenConnection {
 /// Set once a connection has delivered a complete request head to the
 /// service; shared by the connection's service and its deadline.
 #[derive(Clone, Default)]
-struct FirstRequest(Arc<AtomicBool>);
+struct FirstRequest(Arc<(AtomicBool, Notify)>);
 
 impl FirstRequest {
     fn mark(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        let (marked, arrived) = &*self.0;
+        // Every later request of the connection stops at this load.
+        if !marked.load(Ordering::Relaxed) {
+            marked.store(true, Ordering::Relaxed);
+            arrived.notify_one();
+        }
     }
 
-    fn arrived(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    /// Completes once the first request has arrived (at once if it has).
+    async fn arrived(&self) {
+        self.0 .1.notified().await;
     }
 }
 
-/// The client end of a connection, given to every request on it as an
-/// extension (where `axum::serve` would give `ConnectInfo`): its address,
-/// and that address as `X-Forwarded-For` writes it, formatted once.
+/// The client end of a connection, given to the service made for it (where
+/// `axum::serve` would give `ConnectInfo`): its address, and that address
+/// as `X-Forwarded-For` writes it, formatted once.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
@@ -270,17 +314,14 @@ impl Peer {
     }
 }
 
-/// Adapts the router to hyper, giving each request its connection's
-/// [`Peer`], and noting that the connection has sent a request.
-fn with_peer<A: App>(
+/// Adapts the service to hyper, noting that the connection has sent a
+/// request.
+fn noting_first_request<A: App>(
     app: A,
-    peer: SocketAddr,
     first_request: FirstRequest,
 ) -> impl Fn(http::Request<Incoming>) -> Oneshot<A, http::Request<Incoming>> + Clone {
-    let peer = Peer::new(peer);
-    move |mut request: http::Request<Incoming>| {
+    move |request: http::Request<Incoming>| {
         first_request.mark();
-        request.extensions_mut().insert(peer.clone());
         app.clone().oneshot(request)
     }
 }
