@@ -197,9 +197,13 @@ impl ClientAddress {
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
-    let http::header::Entry::Occupied(mut entry) = headers.entry(X_FORWARDED_FOR) else {
-        headers.insert(X_FORWARDED_FOR, client.0.clone());
-        return;
+    // The entry is both the lookup and the insert: one hash of the name.
+    let mut entry = match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Occupied(entry) => entry,
+        http::header::Entry::Vacant(entry) => {
+            entry.insert(client.0.clone());
+            return;
+        }
     };
     let Some(last) = entry.iter_mut().last() else {
         return;
