@@ -28,6 +28,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::response::Response;
+use axum::BoxError;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
@@ -273,8 +274,6 @@ fn tried_upstreams<'r>(route: &'r Route, tried: &Tried) -> Cow<'r, str> {
         }
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A response body that counts its bytes and finishes its exchange.
 struct ObservedBody<B: http_body::Body> {

@@ -241,11 +241,9 @@ async fn handle(State(connection): State<Arc<ClientConnection>>, mut request: Re
             }
         }
     };
-    let made = match answer {
-        Ok(Answer::Upstream(response)) => {
-            return answer_with(response, request_id, exchange, routed, None);
-        }
-        Ok(Answer::Made(response)) => response,
+    match answer {
+        Ok(Answer::Upstream(response)) => answer_with(response, request_id, exchange, routed, None),
+        Ok(Answer::Made(response)) => answer_with(response, request_id, exchange, routed, None),
         Err(error) => {
             let upstream = error.upstream_error_kind();
             if upstream.is_some() {
@@ -253,18 +251,10 @@ async fn handle(State(connection): State<Arc<ClientConnection>>, mut request: Re
                 // never for the client.
                 tracing::warn!(%error, request_id = request_id.to_str().unwrap_or("-"), "upstream request failed");
             }
-            let kind = error.kind();
-            let response = error.into_response();
-            return answer_with(
-                response,
-                request_id,
-                exchange,
-                routed,
-                Some((kind, upstream)),
-            );
+            let failure = Some((error.kind(), upstream));
+            answer_with(error.into_response(), request_id, exchange, routed, failure)
         }
-    };
-    answer_with(made, request_id, exchange, routed, None)
+    }
 }
 
 /// A response on its way to the client: an upstream's, whose body is boxed
@@ -285,7 +275,7 @@ fn answer_with<B>(
 ) -> Response
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<axum::BoxError>,
 {
     response.headers_mut().insert(REQUEST_ID, request_id);
     match exchange {

@@ -116,9 +116,10 @@ pub enum Transport {
     Tls(TlsAcceptor),
 }
 
-/// Serves `make_app`'s service on `listener` until `stop` completes, then stops accepting
-/// and gives open connections up to `drain_timeout` to finish their requests.
-/// Returns once every connection has closed or the deadline passed.
+/// Serves `listener` until `stop` completes, each connection with the
+/// service `make_app` makes for it, then stops accepting and gives open
+/// connections up to `drain_timeout` to finish their requests. Returns once
+/// every connection has closed or the deadline passed.
 pub async fn serve(
     listener: TcpListener,
     transport: Transport,
