@@ -1,16 +1,17 @@
 //! Connection limits (SPEC 4.9) against a real router on raw sockets: slow
-//! request heads are cut off, and a request framed two ways never lets a
-//! second request through.
+//! request heads are cut off, the first of a connection or a later one,
+//! while a response that takes longer than the header timeout is not; and
+//! a request framed two ways never lets a second request through.
 //!
-//! The slowloris test takes the full header timeout (10 s); it is the only
-//! slow test, and it runs all its slow clients at once.
+//! The slowloris test takes the full header timeout (10 s) and a little
+//! more; it is the only slow test, and it runs all its clients at once.
 
 mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{send_raw_until_closed, Echoed, TestRouter, Upstream};
+use support::{send_raw_until_closed, Echoed, TestRouter, Upstream, UpstreamSpec};
 use switchyard::proxy::server::HEADER_READ_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,6 +26,29 @@ const CLOSE_SLACK: Duration = Duration::from_secs(5);
 /// deadline for the whole head.
 const TRICKLE_GAP: Duration = Duration::from_millis(500);
 
+/// How long the slow upstream takes over its body: longer than the header
+/// timeout, so a router that counted it as waiting for a head would cut it.
+const SLOW_BODY_TICKS: u64 = 12;
+const SLOW_BODY_TICK: Duration = Duration::from_secs(1);
+
+/// Answers with one byte per [`SLOW_BODY_TICK`], [`SLOW_BODY_TICKS`] of
+/// them, the head at once.
+fn slow_body_upstream() -> UpstreamSpec {
+    Upstream::handler(axum::Router::new().fallback(|| async {
+        let ticks = futures_util::stream::unfold(0, |sent| async move {
+            if sent == SLOW_BODY_TICKS {
+                return None;
+            }
+            tokio::time::sleep(SLOW_BODY_TICK).await;
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"s")),
+                sent + 1,
+            ))
+        });
+        axum::body::Body::from_stream(ticks)
+    }))
+}
+
 async fn echo_behind_router() -> (Upstream, TestRouter) {
     let upstream = Upstream::echo("svc").start().await;
     let router = TestRouter::with_yaml(format!(
@@ -38,13 +62,13 @@ async fn echo_behind_router() -> (Upstream, TestRouter) {
 
 /// Connects, writes `opening`, then keeps writing `trickle` one byte per
 /// [`TRICKLE_GAP`] (if any), and returns how long after connecting the
-/// router closed the connection. Panics if it stays open past the header
-/// timeout plus [`CLOSE_SLACK`].
+/// router closed the connection, and what it sent before. Panics if it
+/// stays open past the header timeout plus [`CLOSE_SLACK`].
 async fn time_until_closed(
     addr: SocketAddr,
     opening: &'static [u8],
     trickle: &'static [u8],
-) -> Duration {
+) -> (Duration, String) {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(opening).await.expect("write the opening");
@@ -59,9 +83,12 @@ async fn time_until_closed(
         // Hold the write side open: the client never finishes.
         std::future::pending::<()>().await;
     });
+    let mut received = Vec::new();
     let closed = tokio::time::timeout(HEADER_READ_TIMEOUT + CLOSE_SLACK, async {
         let mut buf = [0u8; 1024];
-        while matches!(read.read(&mut buf).await, Ok(n) if n > 0) {}
+        while let Ok(n @ 1..) = read.read(&mut buf).await {
+            received.extend_from_slice(&buf[..n]);
+        }
     })
     .await;
     dripping.abort();
@@ -71,15 +98,31 @@ async fn time_until_closed(
         "{:?} still open after {elapsed:?}",
         String::from_utf8_lossy(opening)
     );
-    elapsed
+    (elapsed, String::from_utf8_lossy(&received).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_do_not_finish_their_headers_in_time_are_disconnected() {
-    let (upstream, router) = echo_behind_router().await;
+    let upstream = Upstream::echo("svc").start().await;
+    let slow = slow_body_upstream().start().await;
+    let router = TestRouter::with_yaml(format!(
+        "routes:\n  slow:\n    prefix: /slow-body\n    upstream: {}\n  all:\n    upstream: {}\n",
+        slow.url(),
+        upstream.url()
+    ))
+    .start()
+    .await;
     let addr = router.proxy_addr();
 
-    let (partial_line, silent, partial_preface, trickling) = tokio::join!(
+    let (
+        partial_line,
+        silent,
+        partial_preface,
+        trickling,
+        second_head,
+        second_trickling,
+        slow_body,
+    ) = tokio::join!(
         // A request line cut short.
         time_until_closed(addr, b"GET /slow HTT", b""),
         // Connected, never a byte: no protocol has been chosen yet.
@@ -92,20 +135,58 @@ async fn clients_that_do_not_finish_their_headers_in_time_are_disconnected() {
             b"GET / HTTP/1.1\r\nHost: svc.test\r\nX-Slow: ",
             b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         ),
+        // A keep-alive connection whose second head is cut short: the
+        // timeout counts from the end of the first response.
+        time_until_closed(
+            addr,
+            b"GET /first HTTP/1.1\r\nHost: svc.test\r\n\r\nGET /second HTT",
+            b"",
+        ),
+        // The same, its second head trickling.
+        time_until_closed(
+            addr,
+            b"GET /first HTTP/1.1\r\nHost: svc.test\r\n\r\nGET /second HTTP/1.1\r\nX-Slow: ",
+            b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ),
+        // A response longer than the header timeout is not a head awaited.
+        async {
+            let started = Instant::now();
+            let answer = router
+                .get("/slow-body")
+                .send()
+                .await
+                .expect("the slow answer starts");
+            let body = answer.text().await.expect("the slow body arrives whole");
+            (started.elapsed(), body)
+        },
     );
 
-    for (client, elapsed) in [
-        ("partial request line", partial_line),
-        ("silent", silent),
-        ("partial h2 preface", partial_preface),
-        ("trickling", trickling),
+    for (client, (elapsed, received)) in [
+        ("partial request line", &partial_line),
+        ("silent", &silent),
+        ("partial h2 preface", &partial_preface),
+        ("trickling", &trickling),
+        ("partial second head", &second_head),
+        ("trickling second head", &second_trickling),
     ] {
         assert!(
-            elapsed >= HEADER_READ_TIMEOUT,
+            *elapsed >= HEADER_READ_TIMEOUT,
             "{client}: closed after {elapsed:?}, before the header timeout"
         );
+        let answered = if client.contains("second") { 1 } else { 0 };
+        assert_eq!(
+            received.matches("HTTP/1.1 200 ").count(),
+            answered,
+            "{client}: {received:?}"
+        );
     }
-    assert_eq!(upstream.requests(), 0);
+    assert_eq!(
+        upstream.requests(),
+        2,
+        "only the two first heads went upstream"
+    );
+    assert_eq!(slow_body.1, "s".repeat(SLOW_BODY_TICKS as usize));
+    assert!(slow_body.0 > HEADER_READ_TIMEOUT, "{:?}", slow_body.0);
     // The router still serves.
     let answer = router.get("/after").send().await.unwrap();
     assert_eq!(answer.status(), 200);

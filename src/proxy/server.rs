@@ -17,10 +17,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,10 +31,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use crate::proxy::headers::ClientAddress;
@@ -227,35 +228,177 @@ impl<A: App> Connection<A> {
             peer,
             graceful,
         } = self;
-        let first_request = FirstRequest::default();
-        let service = hyper::service::service_fn(noting_first_request(app, first_request.clone()));
+        let wait = Arc::new(HeadWait::new());
+        let service = {
+            let wait = Arc::clone(&wait);
+            hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                let in_flight = RequestInFlight::begin(&wait, request.version());
+                let response = app.clone().oneshot(request);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, Infallible>(response.map(|body| InFlightBody { body, in_flight }))
+                }
+            })
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        let mut connection = std::pin::pin!(connection);
-        // hyper's header timeout only starts once the auto builder has
-        // chosen HTTP/1; until then (no bytes yet, or a partial HTTP/2
-        // preface) nothing bounds the wait, so the first request gets the
-        // same deadline here. The deadline goes once that request is in,
-        // so the connection's later polls do not pass through a timer.
-        let until_first_request = async {
-            tokio::select! {
-                result = connection.as_mut() => Some(result),
-                () = first_request.arrived() => None,
-            }
-        };
-        let result = match tokio::time::timeout(HEADER_READ_TIMEOUT, until_first_request).await {
-            Ok(Some(result)) => result,
-            Ok(None) => connection.await,
-            Err(_) => {
-                tracing::debug!(%peer, "no request within the header timeout; closing");
-                return;
-            }
-        };
-        if let Err(error) = result {
-            tracing::debug!(%peer, %error, "connection ended with an error");
+        match until_head_deadline(connection, &wait).await {
+            Some(Ok(())) => {}
+            Some(Err(error)) => tracing::debug!(%peer, %error, "connection ended with an error"),
+            None => tracing::debug!(%peer, "no request head within the header timeout; closing"),
         }
+    }
+}
+
+/// Drives `connection` until it ends, or until it has waited
+/// [`HEADER_READ_TIMEOUT`] for a request head (`None`): since it opened,
+/// or since its last response ended. This is the whole header timeout of
+/// HTTP/1; hyper's own is off, because it arms, registers and clears a
+/// boxed timer on every request, where this timer fires at most once per
+/// timeout per connection and a wake-up in between only reads whether it
+/// has. It also covers the bytes before the auto builder has chosen a
+/// protocol (none yet, or a partial HTTP/2 preface), which hyper's does not.
+/// Once a connection is known to speak HTTP/2 the deadline goes: h2 keeps
+/// its own streams, and a request head there is one frame.
+async fn until_head_deadline<C: Future>(connection: C, wait: &HeadWait) -> Option<C::Output> {
+    let mut connection = std::pin::pin!(connection);
+    let timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    let mut timer = std::pin::pin!(timer);
+    // Whether the timer holds this task's waker; `None` once disarmed.
+    let mut registered = Some(false);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let Some(was_registered) = registered else {
+            return Poll::Pending;
+        };
+        if was_registered && !timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        // First poll, or the timer fired: see where the connection stands.
+        loop {
+            if was_registered || timer.is_elapsed() {
+                match wait.deadline(tokio::time::Instant::now()) {
+                    HeadDeadline::Passed => return Poll::Ready(None),
+                    HeadDeadline::None => {
+                        registered = None;
+                        return Poll::Pending;
+                    }
+                    HeadDeadline::At(deadline) => timer.as_mut().reset(deadline),
+                }
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                registered = Some(true);
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// Where a connection stands against the header timeout.
+enum HeadDeadline {
+    Passed,
+    At(tokio::time::Instant),
+    /// HTTP/2: no deadline.
+    None,
+}
+
+/// What the header timeout of one connection reads: whether a request is
+/// being served, and since when the connection has waited for a head.
+/// Written by its requests, read when its timer fires.
+struct HeadWait {
+    opened: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// Nanoseconds from `opened` to the end of the last response body.
+    idle_since: AtomicU64,
+    http2: AtomicBool,
+}
+
+impl HeadWait {
+    fn new() -> Self {
+        HeadWait {
+            opened: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+        }
+    }
+
+    fn deadline(&self, now: tokio::time::Instant) -> HeadDeadline {
+        if self.http2.load(Ordering::Relaxed) {
+            return HeadDeadline::None;
+        }
+        // A request being served is not a head being waited for; its body
+        // may take as long as it takes.
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return HeadDeadline::At(now + HEADER_READ_TIMEOUT);
+        }
+        let idle_since =
+            self.opened + Duration::from_nanos(self.idle_since.load(Ordering::Relaxed));
+        let deadline = idle_since + HEADER_READ_TIMEOUT;
+        if now >= deadline {
+            HeadDeadline::Passed
+        } else {
+            HeadDeadline::At(deadline)
+        }
+    }
+}
+
+/// One request of a connection, from its head until its response body has
+/// been handed to hyper to the end (or dropped).
+struct RequestInFlight(Arc<HeadWait>);
+
+impl RequestInFlight {
+    fn begin(wait: &Arc<HeadWait>, version: http::Version) -> Self {
+        if version == http::Version::HTTP_2 {
+            wait.http2.store(true, Ordering::Relaxed);
+        }
+        wait.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestInFlight(Arc::clone(wait))
+    }
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        let wait = &*self.0;
+        let since_opened = wait.opened.elapsed().as_nanos();
+        wait.idle_since.store(
+            u64::try_from(since_opened).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        wait.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A response body that holds its request's [`RequestInFlight`], so the
+/// header timeout starts counting only once the body has ended.
+struct InFlightBody {
+    body: Body,
+    #[allow(dead_code, reason = "held for its Drop")]
+    in_flight: RequestInFlight,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -273,27 +416,6 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Set once a connection has delivered a complete request head to the
-/// service; shared by the connection's service and its deadline.
-#[derive(Clone, Default)]
-struct FirstRequest(Arc<(AtomicBool, Notify)>);
-
-impl FirstRequest {
-    fn mark(&self) {
-        let (marked, arrived) = &*self.0;
-        // Every later request of the connection stops at this load.
-        if !marked.load(Ordering::Relaxed) {
-            marked.store(true, Ordering::Relaxed);
-            arrived.notify_one();
-        }
-    }
-
-    /// Completes once the first request has arrived (at once if it has).
-    async fn arrived(&self) {
-        self.0 .1.notified().await;
     }
 }
 
@@ -315,24 +437,14 @@ impl Peer {
     }
 }
 
-/// Adapts the service to hyper, noting that the connection has sent a
-/// request.
-fn noting_first_request<A: App>(
-    app: A,
-    first_request: FirstRequest,
-) -> impl Fn(http::Request<Incoming>) -> Oneshot<A, http::Request<Incoming>> + Clone {
-    move |request: http::Request<Incoming>| {
-        first_request.mark();
-        app.clone().oneshot(request)
-    }
-}
-
 fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // `until_head_deadline` keeps the header timeout instead; hyper's
+        // would otherwise default to 30 s.
+        .header_read_timeout(None)
         .max_buf_size(READ_BUFFER_MAX);
     builder
         .http2()
