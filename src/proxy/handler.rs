@@ -160,12 +160,17 @@ impl Drop for TunnelGuard {
 
 /// A client set up to relay, not to browse: no redirects followed, no
 /// decompression (the crate features are off, and nothing re-enables them),
-/// no proxy taken from the environment. It adds one header of its own:
+/// no proxy taken from the environment, and no retries of its own: which
+/// request may go to an upstream twice is the router's decision alone
+/// (`forward`), and reqwest's default policy would otherwise copy every
+/// request's headers in case an HTTP/2 upstream refuses it, which an
+/// HTTP/1 upstream never does. It adds one header of its own:
 /// `Accept: */*` when the request has none, which reqwest cannot be told
 /// not to do; RFC 9110 12.5.1 gives a missing Accept the same meaning.
 pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never().max_retries_per_request(0))
         .no_proxy()
         .http1_only()
         .tcp_nodelay(true)
