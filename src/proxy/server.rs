@@ -5,7 +5,9 @@
 //! slowloris client holds a connection forever), no TCP_NODELAY, and waits
 //! without limit for connections at shutdown. axum's `Router` is still the
 //! service; hyper-util's auto builder speaks HTTP/1.1 and cleartext HTTP/2
-//! (prior knowledge) on the same port.
+//! (prior knowledge) on the same port. Each connection is driven by
+//! [`drive`], which keeps its header timeout and its drain signal with one
+//! timer and one flag per connection, not per request.
 //!
 //! A TLS listener is the same loop with a handshake first, in the
 //! connection's own task so a slow client never holds up the accept loop.
@@ -20,7 +22,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,9 +30,10 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
@@ -130,7 +133,7 @@ pub async fn serve(
     open_connections: Arc<AtomicUsize>,
 ) {
     let builder = Arc::new(connection_builder());
-    let graceful = GracefulShutdown::new();
+    let drain = Arc::new(Drain::default());
     // Owns every connection task, so the ones still open when the drain
     // deadline passes can be cut instead of outliving `serve`.
     let mut connections = JoinSet::new();
@@ -157,7 +160,7 @@ pub async fn serve(
             builder: Arc::clone(&builder),
             app: make_app(Peer::new(peer)),
             peer,
-            graceful: graceful.watcher(),
+            drain: Arc::clone(&drain),
         };
         let transport = transport.clone();
         connections.spawn(async move {
@@ -173,8 +176,10 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drain.start();
     let open = connections.len();
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+    let all_closed = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain_timeout, all_closed)
         .await
         .is_err()
     {
@@ -214,7 +219,7 @@ struct Connection<A> {
     builder: Arc<auto::Builder<TokioExecutor>>,
     app: A,
     peer: SocketAddr,
-    graceful: Watcher,
+    drain: Arc<Drain>,
 }
 
 impl<A: App> Connection<A> {
@@ -226,7 +231,7 @@ impl<A: App> Connection<A> {
             builder,
             app,
             peer,
-            graceful,
+            drain,
         } = self;
         let wait = Arc::new(HeadWait::new());
         let service = {
@@ -243,8 +248,7 @@ impl<A: App> Connection<A> {
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        match until_head_deadline(connection, &wait).await {
+        match drive(connection, &wait, &drain).await {
             Some(Ok(())) => {}
             Some(Err(error)) => tracing::debug!(%peer, %error, "connection ended with an error"),
             None => tracing::debug!(%peer, "no request head within the header timeout; closing"),
@@ -254,49 +258,87 @@ impl<A: App> Connection<A> {
 
 /// Drives `connection` until it ends, or until it has waited
 /// [`HEADER_READ_TIMEOUT`] for a request head (`None`): since it opened,
-/// or since its last response ended. This is the whole header timeout of
-/// HTTP/1; hyper's own is off, because it arms, registers and clears a
-/// boxed timer on every request, where this timer fires at most once per
-/// timeout per connection and a wake-up in between only reads whether it
-/// has. It also covers the bytes before the auto builder has chosen a
-/// protocol (none yet, or a partial HTTP/2 preface), which hyper's does not.
-/// Once a connection is known to speak HTTP/2 the deadline goes: h2 keeps
-/// its own streams, and a request head there is one frame.
-async fn until_head_deadline<C: Future>(connection: C, wait: &HeadWait) -> Option<C::Output> {
+/// or since its last response ended. Once `drain` starts, the connection is
+/// asked to finish its request in flight and close.
+///
+/// This is the whole header timeout of HTTP/1; hyper's own is off, because
+/// it arms, registers and clears a boxed timer on every request, where this
+/// timer fires at most once per timeout per connection. It also covers the
+/// bytes before the auto builder has chosen a protocol (none yet, or a
+/// partial HTTP/2 preface), which hyper's does not. Once a connection is
+/// known to speak HTTP/2 the deadline goes: h2 keeps its own streams, and a
+/// request head there is one frame.
+///
+/// The timer and the drain signal hold the task's waker from their first
+/// poll; a later wake-up with the same waker only reads whether either has
+/// fired, so a request's several wake-ups cost two loads, not two polls
+/// (hyper-util's graceful watcher takes a lock on every poll).
+async fn drive<C: GracefulConnection>(
+    connection: C,
+    wait: &HeadWait,
+    drain: &Drain,
+) -> Option<C::Output> {
     let mut connection = std::pin::pin!(connection);
-    let timer = tokio::time::sleep(HEADER_READ_TIMEOUT);
-    let mut timer = std::pin::pin!(timer);
-    // Whether the timer holds this task's waker; `None` once disarmed.
-    let mut registered = Some(false);
+    let mut timer = std::pin::pin!(tokio::time::sleep(HEADER_READ_TIMEOUT));
+    let mut drain_signal = std::pin::pin!(drain.signal.notified());
+    let mut registered: Option<Waker> = None;
+    let mut head_deadline = true;
+    let mut draining = false;
     std::future::poll_fn(|cx| {
+        let fresh = registered
+            .as_ref()
+            .is_none_or(|waker| !waker.will_wake(cx.waker()));
+        if fresh {
+            registered = Some(cx.waker().clone());
+            // Only registers: the signal completes through `Drain::start`,
+            // which also sets the flag read below.
+            let _ = drain_signal.as_mut().poll(cx);
+        }
+        if !draining && drain.started() {
+            draining = true;
+            connection.as_mut().graceful_shutdown();
+        }
         if let Poll::Ready(output) = connection.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
         }
-        let Some(was_registered) = registered else {
-            return Poll::Pending;
-        };
-        if was_registered && !timer.is_elapsed() {
+        if !head_deadline || !(fresh || timer.is_elapsed()) {
             return Poll::Pending;
         }
-        // First poll, or the timer fired: see where the connection stands.
         loop {
-            if was_registered || timer.is_elapsed() {
+            if timer.is_elapsed() {
                 match wait.deadline(tokio::time::Instant::now()) {
                     HeadDeadline::Passed => return Poll::Ready(None),
                     HeadDeadline::None => {
-                        registered = None;
+                        head_deadline = false;
                         return Poll::Pending;
                     }
                     HeadDeadline::At(deadline) => timer.as_mut().reset(deadline),
                 }
             }
             if timer.as_mut().poll(cx).is_pending() {
-                registered = Some(true);
                 return Poll::Pending;
             }
         }
     })
     .await
+}
+
+/// Tells a listener's connections that it is draining.
+#[derive(Default)]
+struct Drain {
+    started: AtomicBool,
+    signal: Notify,
+}
+
+impl Drain {
+    fn start(&self) {
+        self.started.store(true, Ordering::Release);
+        self.signal.notify_waiters();
+    }
+
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
 }
 
 /// Where a connection stands against the header timeout.
