@@ -6,7 +6,7 @@
 //! without limit for connections at shutdown. axum's `Router` is still the
 //! service; hyper-util's auto builder speaks HTTP/1.1 and cleartext HTTP/2
 //! (prior knowledge) on the same port. Each connection is driven by
-//! [`drive`], which keeps its header timeout and its drain signal with one
+//! `drive`, which keeps its header timeout and its drain signal with one
 //! timer and one flag per connection, not per request.
 //!
 //! A TLS listener is the same loop with a handshake first, in the
