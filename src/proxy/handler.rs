@@ -296,13 +296,13 @@ fn pick_route<'t>(
     request: &Request,
     authority: Option<&HeaderValue>,
 ) -> Result<(&'t Route, String), ProxyError> {
-    let headers = request.headers();
-    if header_bytes(headers) > MAX_HEADER_BYTES {
+    let head = HeadFacts::of(request.headers());
+    if head.bytes > MAX_HEADER_BYTES {
         return Err(ProxyError::HeadersTooLarge {
             limit: MAX_HEADER_BYTES,
         });
     }
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+    if head.transfer_encoding && head.content_length {
         // Two framings: the next hop may pick the other one and read the
         // rest of the body as a second request (smuggling). hyper 1.x gets
         // here first: Transfer-Encoding wins, Content-Length is dropped in
@@ -328,13 +328,33 @@ fn pick_route<'t>(
     }
 }
 
-/// The size of `headers` as HTTP/1.1 writes them: each line's name, `: `,
-/// value and CRLF.
-fn header_bytes(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum()
+/// What routing checks in a request's headers, from one pass over them
+/// (a name compared by its standard-header index, not hashed per lookup).
+struct HeadFacts {
+    /// Their size as HTTP/1.1 writes them: each line's name, `: `, value
+    /// and CRLF.
+    bytes: usize,
+    transfer_encoding: bool,
+    content_length: bool,
+}
+
+impl HeadFacts {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let mut facts = HeadFacts {
+            bytes: 0,
+            transfer_encoding: false,
+            content_length: false,
+        };
+        for (name, value) in headers {
+            facts.bytes += name.as_str().len() + value.len() + 4;
+            if name == TRANSFER_ENCODING {
+                facts.transfer_encoding = true;
+            } else if name == CONTENT_LENGTH {
+                facts.content_length = true;
+            }
+        }
+        facts
+    }
 }
 
 fn fixed_response(respond: &RespondSpec) -> Response {

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{Entry, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use crate::routes::host::host_of_authority;
@@ -199,8 +199,8 @@ impl ClientAddress {
 fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
     // The entry is both the lookup and the insert: one hash of the name.
     let mut entry = match headers.entry(X_FORWARDED_FOR) {
-        http::header::Entry::Occupied(entry) => entry,
-        http::header::Entry::Vacant(entry) => {
+        Entry::Occupied(entry) => entry,
+        Entry::Vacant(entry) => {
             entry.insert(client.0.clone());
             return;
         }
@@ -227,15 +227,20 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
 /// map: the client's (its first one) if it is 1 to [`MAX_REQUEST_ID_LEN`]
 /// bytes of visible ASCII, otherwise a fresh UUID v4 in hyphenated form.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let mut sent = headers.get_all(REQUEST_ID).iter();
-    let first = sent.next().filter(|id| is_valid_request_id(id)).cloned();
-    let alone = sent.next().is_none();
+    // The entry is the lookup and the insert both: one hash of the name.
+    let mut sent = match headers.entry(REQUEST_ID) {
+        Entry::Vacant(entry) => return entry.insert(new_request_id()).clone(),
+        Entry::Occupied(entry) => entry,
+    };
+    let mut ids = sent.iter();
+    let first = ids.next().filter(|id| is_valid_request_id(id)).cloned();
+    let alone = ids.next().is_none();
     match first {
         // Already the only one: nothing to replace.
         Some(id) if alone => id,
         first => {
             let id = first.unwrap_or_else(new_request_id);
-            headers.insert(REQUEST_ID, id.clone());
+            sent.insert(id.clone());
             id
         }
     }
