@@ -254,9 +254,13 @@ fn is_valid_request_id(id: &HeaderValue) -> bool {
 }
 
 fn new_request_id() -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).expect("a hyphenated UUID is ASCII hex digits and hyphens")
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+    // One allocation that the request, the response and the access log
+    // share: a value copied from a slice is allocated again on its first
+    // clone, to hold the count the clones share.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .expect("a hyphenated UUID is ASCII hex digits and hyphens")
 }
 
 /// The host of the request as the client sent it: the authority of the
