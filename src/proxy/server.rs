@@ -379,9 +379,10 @@ impl HeadWait {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return HeadDeadline::At(now + HEADER_READ_TIMEOUT);
         }
-        let idle_since =
-            self.opened + Duration::from_nanos(self.idle_since.load(Ordering::Relaxed));
-        let deadline = idle_since + HEADER_READ_TIMEOUT;
+        let since_opened = Duration::from_nanos(self.idle_since.load(Ordering::Relaxed));
+        let Some(deadline) = self.opened.checked_add(since_opened + HEADER_READ_TIMEOUT) else {
+            return HeadDeadline::At(now + HEADER_READ_TIMEOUT);
+        };
         if now >= deadline {
             HeadDeadline::Passed
         } else {
