@@ -1,6 +1,7 @@
 //! Connection limits (SPEC 4.9) against a real router on raw sockets: slow
 //! request heads are cut off, the first of a connection or a later one,
-//! while a response that takes longer than the header timeout is not; and
+//! while a connection in use and a response that takes longer than the
+//! header timeout are not; and
 //! a request framed two ways never lets a second request through.
 //!
 //! The slowloris test takes the full header timeout (10 s) and a little
@@ -11,6 +12,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 use support::{send_raw_until_closed, Echoed, TestRouter, Upstream, UpstreamSpec};
 use switchyard::proxy::server::HEADER_READ_TIMEOUT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +29,39 @@ const CLOSE_SLACK: Duration = Duration::from_secs(5);
 /// byte resets any idle timer a server might wrongly use instead of a
 /// deadline for the whole head.
 const TRICKLE_GAP: Duration = Duration::from_millis(500);
+
+/// The pause between the requests of a keep-alive client that is never
+/// idle for the whole header timeout, though its connection lives longer.
+const KEEP_ALIVE_GAP: Duration = Duration::from_secs(6);
+
+/// Sends three requests on one HTTP/1.1 connection, [`KEEP_ALIVE_GAP`]
+/// apart, and returns how many were answered on it (a closed connection
+/// fails the next send instead of reconnecting).
+async fn requests_on_one_connection(addr: SocketAddr) -> usize {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("an HTTP/1.1 connection");
+    let connection = tokio::spawn(connection);
+    let mut answered = 0;
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(KEEP_ALIVE_GAP).await;
+        }
+        let request = http::Request::get("/again")
+            .header("host", "svc.test")
+            .body(Empty::<Bytes>::new())
+            .expect("a valid request");
+        let Ok(response) = sender.send_request(request).await else {
+            break;
+        };
+        if response.status() == 200 && response.into_body().collect().await.is_ok() {
+            answered += 1;
+        }
+    }
+    connection.abort();
+    answered
+}
 
 /// How long the slow upstream takes over its body: longer than the header
 /// timeout, so a router that counted it as waiting for a head would cut it.
@@ -121,6 +158,7 @@ async fn clients_that_do_not_finish_their_headers_in_time_are_disconnected() {
         trickling,
         second_head,
         second_trickling,
+        kept,
         slow_body,
     ) = tokio::join!(
         // A request line cut short.
@@ -148,6 +186,9 @@ async fn clients_that_do_not_finish_their_headers_in_time_are_disconnected() {
             b"GET /first HTTP/1.1\r\nHost: svc.test\r\n\r\nGET /second HTTP/1.1\r\nX-Slow: ",
             b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         ),
+        // Requests 6 s apart: never 10 s without one, though the
+        // connection outlives the timeout.
+        requests_on_one_connection(addr),
         // A response longer than the header timeout is not a head awaited.
         async {
             let started = Instant::now();
@@ -180,10 +221,11 @@ async fn clients_that_do_not_finish_their_headers_in_time_are_disconnected() {
             "{client}: {received:?}"
         );
     }
+    assert_eq!(kept, 3, "a connection in use was closed");
     assert_eq!(
         upstream.requests(),
-        2,
-        "only the two first heads went upstream"
+        2 + 3,
+        "the two first heads and the kept connection's requests went upstream"
     );
     assert_eq!(slow_body.1, "s".repeat(SLOW_BODY_TICKS as usize));
     assert!(slow_body.0 > HEADER_READ_TIMEOUT, "{:?}", slow_body.0);
