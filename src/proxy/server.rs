@@ -241,7 +241,10 @@ impl<A: App> Connection<A> {
                 let response = app.clone().oneshot(request);
                 async move {
                     let response = response.await?;
-                    Ok::<_, Infallible>(response.map(|body| InFlightBody { body, in_flight }))
+                    Ok::<_, Infallible>(response.map(|body| InFlightBody {
+                        body,
+                        _in_flight: in_flight,
+                    }))
                 }
             })
         };
@@ -421,8 +424,7 @@ impl Drop for RequestInFlight {
 /// header timeout starts counting only once the body has ended.
 struct InFlightBody {
     body: Body,
-    #[allow(dead_code, reason = "held for its Drop")]
-    in_flight: RequestInFlight,
+    _in_flight: RequestInFlight,
 }
 
 impl http_body::Body for InFlightBody {
@@ -484,9 +486,8 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        // `until_head_deadline` keeps the header timeout instead; hyper's
-        // would otherwise default to 30 s.
+        // `drive` keeps the header timeout, the one thing hyper's HTTP/1
+        // timer was for, so HTTP/1 gets no timer.
         .header_read_timeout(None)
         .max_buf_size(READ_BUFFER_MAX);
     builder
