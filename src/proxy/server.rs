@@ -162,18 +162,24 @@ pub async fn serve(
             peer,
             drain: Arc::clone(&drain),
         };
-        let transport = transport.clone();
-        connections.spawn(async move {
-            let _open = open;
-            match transport {
-                Transport::Plain => connection.serve(stream).await,
-                Transport::Tls(acceptor) => {
+        // One task type per transport: a plain connection's task then
+        // holds and polls no TLS state, which keeps its future and the
+        // stack its polls take smaller.
+        match &transport {
+            Transport::Plain => connections.spawn(async move {
+                let _open = open;
+                connection.serve(stream).await;
+            }),
+            Transport::Tls(acceptor) => {
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let _open = open;
                     if let Some(stream) = handshake(&acceptor, stream, peer).await {
                         connection.serve(stream).await;
                     }
-                }
+                })
             }
-        });
+        };
     }
     drop(listener);
     drain.start();
