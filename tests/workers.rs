@@ -104,8 +104,9 @@ async fn a_drain_waits_for_the_requests_in_flight_on_every_worker() {
     let mut in_flight = JoinSet::new();
     for _ in 0..CONNECTIONS {
         in_flight.spawn(get_on_new_connection(router.proxy_url("/hold")));
-    }
-    for _ in 0..CONNECTIONS {
+        // One connection at a time, so that each finds both workers idle
+        // and either may take it: in a burst, the first worker awake can
+        // accept them all, and the other has nothing to drain.
         held.arrival().await;
     }
 
