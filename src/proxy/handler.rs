@@ -9,6 +9,7 @@
 //! second upstream to try, taken once per try and uncontended. Nothing is
 //! ever held across an `.await`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -203,7 +204,15 @@ pub fn app(state: ProxyState) -> impl MakeApp {
     }
 }
 
-async fn handle(State(connection): State<Arc<ClientConnection>>, mut request: Request) -> Response {
+/// Not an `async fn`: one keeps its arguments apart from its locals, so the
+/// request would take room twice in the future that axum boxes for every
+/// request (a box written on every request lands on cold cache lines). The
+/// work before the first `.await` runs here; the future holds only what
+/// the rest needs.
+fn handle(
+    State(connection): State<Arc<ClientConnection>>,
+    mut request: Request,
+) -> impl Future<Output = Response> + Send {
     let state = &connection.proxy;
     let table = state.live.load_full();
     // Room for the headers the proxy adds (request id, X-Forwarded-For,
@@ -221,43 +230,47 @@ async fn handle(State(connection): State<Arc<ClientConnection>>, mut request: Re
             state.listener.name(),
         )
     });
-    let mut routed = Routed::default();
-    // Routing is synchronous; only the forwarding awaits, so the request
-    // lives in one future, not in one per layer of calls.
-    let answer = match pick_route(&table, &request, authority.as_ref()) {
-        Err(error) => Err(error),
-        Ok((route, path)) => {
-            routed.route = Some(route.index);
-            match route.destination() {
-                Destination::Respond(respond) => Ok(Answer::Made(fixed_response(respond))),
-                Destination::Upstreams(balancer) => {
-                    let tried = &mut routed.upstreams;
-                    forward(
-                        &connection,
-                        route,
-                        balancer,
-                        tried,
-                        &path,
-                        request,
-                        authority,
-                    )
-                    .await
+    async move {
+        let mut routed = Routed::default();
+        // Routing is synchronous; only the forwarding awaits, so the request
+        // lives in one future, not in one per layer of calls.
+        let answer = match pick_route(&table, &request, authority.as_ref()) {
+            Err(error) => Err(error),
+            Ok((route, path)) => {
+                routed.route = Some(route.index);
+                match route.destination() {
+                    Destination::Respond(respond) => Ok(Answer::Made(fixed_response(respond))),
+                    Destination::Upstreams(balancer) => {
+                        let tried = &mut routed.upstreams;
+                        forward(
+                            &connection,
+                            route,
+                            balancer,
+                            tried,
+                            &path,
+                            request,
+                            authority,
+                        )
+                        .await
+                    }
                 }
             }
-        }
-    };
-    match answer {
-        Ok(Answer::Upstream(response)) => answer_with(response, request_id, exchange, routed, None),
-        Ok(Answer::Made(response)) => answer_with(response, request_id, exchange, routed, None),
-        Err(error) => {
-            let upstream = error.upstream_error_kind();
-            if upstream.is_some() {
-                // The detail (an OS error, an address) is for the operator,
-                // never for the client.
-                tracing::warn!(%error, request_id = request_id.to_str().unwrap_or("-"), "upstream request failed");
+        };
+        match answer {
+            Ok(Answer::Upstream(response)) => {
+                answer_with(response, request_id, exchange, routed, None)
             }
-            let failure = Some((error.kind(), upstream));
-            answer_with(error.into_response(), request_id, exchange, routed, failure)
+            Ok(Answer::Made(response)) => answer_with(response, request_id, exchange, routed, None),
+            Err(error) => {
+                let upstream = error.upstream_error_kind();
+                if upstream.is_some() {
+                    // The detail (an OS error, an address) is for the operator,
+                    // never for the client.
+                    tracing::warn!(%error, request_id = request_id.to_str().unwrap_or("-"), "upstream request failed");
+                }
+                let failure = Some((error.kind(), upstream));
+                answer_with(error.into_response(), request_id, exchange, routed, failure)
+            }
         }
     }
 }
@@ -383,15 +396,19 @@ fn request_url(route: &Route, upstream: &RouteUpstream, path: &str, query: Optio
     url
 }
 
-async fn forward(
-    connection: &ClientConnection,
-    route: &Route,
-    balancer: &Balancer,
-    tried: &mut Tried,
-    path: &str,
+/// Sends the request to the route's upstreams, trying the next one where
+/// that is safe, and returns the first answer. Not an `async fn`, for the
+/// reason [`handle`] is not: the request is taken apart here, before the
+/// future, which keeps only the parts.
+fn forward<'a>(
+    connection: &'a ClientConnection,
+    route: &'a Route,
+    balancer: &'a Balancer,
+    tried: &'a mut Tried,
+    path: &'a str,
     mut request: Request,
     original_host: Option<HeaderValue>,
-) -> Result<Answer, ProxyError> {
+) -> impl Future<Output = Result<Answer, ProxyError>> + Send + 'a {
     let state = &connection.proxy;
     let upgrade = upgrade_requested(request.headers()).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
@@ -417,83 +434,89 @@ async fn forward(
     let may_retry = balancer.upstreams().len() > 1;
     let handoff = body.take_if(|_| may_retry).map(BodyHandoff::new);
     let deadline = tokio::time::Instant::now() + route.spec.timeout;
-    let mut last_error = None;
 
-    let upstream_response = loop {
-        let Some(index) = balancer.pick(tried) else {
-            return Err(
-                last_error.unwrap_or_else(|| ProxyError::UpstreamUnavailable {
+    async move {
+        let mut last_error = None;
+        let upstream_response = loop {
+            let Some(index) = balancer.pick(tried) else {
+                return Err(
+                    last_error.unwrap_or_else(|| ProxyError::UpstreamUnavailable {
+                        route: route.name().to_owned(),
+                        detail: "no upstream left to try".to_owned(),
+                    }),
+                );
+            };
+            if !tried.is_empty() {
+                route.metrics.retried();
+            }
+            tried.push(index);
+            let upstream = &balancer.upstreams()[index];
+            upstream.counters.requests.fetch_add(1, Ordering::Relaxed);
+            // Built in a block of its own, so that the request handed to
+            // reqwest takes no room in this future while it is awaited.
+            let sent = {
+                let url = request_url(route, upstream, path, parts.uri.query());
+                let mut outgoing = reqwest::Request::new(parts.method.clone(), url);
+                *outgoing.headers_mut() = if may_retry {
+                    parts.headers.clone()
+                } else {
+                    std::mem::take(&mut parts.headers)
+                };
+                if let Some(handoff) = &handoff {
+                    *outgoing.body_mut() = Some(handoff.body());
+                } else if let Some(body) = body.take() {
+                    *outgoing.body_mut() =
+                        Some(reqwest::Body::wrap_stream(body.into_data_stream()));
+                }
+                state.client.execute(outgoing)
+            };
+            let answer = tokio::time::timeout_at(deadline, sent).await;
+            if let Ok(Ok(response)) = answer {
+                upstream.health.succeeded();
+                break response;
+            }
+            upstream.counters.errors.fetch_add(1, Ordering::Relaxed);
+            let Ok(Err(error)) = answer else {
+                note_failure(upstream);
+                return Err(ProxyError::UpstreamTimeout {
                     route: route.name().to_owned(),
-                    detail: "no upstream left to try".to_owned(),
-                }),
-            );
+                    timeout: route.spec.timeout,
+                });
+            };
+            let retry = if error.is_connect() {
+                note_failure(upstream);
+                // Nothing reached the upstream; the body goes to the next try
+                // if the first one never started reading it.
+                handoff.as_ref().is_none_or(BodyHandoff::unread)
+            } else {
+                replayable && closed_before_answering(&error)
+            };
+            let failure = ProxyError::from_upstream(route.name(), &error);
+            if !retry {
+                return Err(failure);
+            }
+            tracing::debug!(route = route.name(), upstream = %upstream.spec.url, %failure, "trying the next upstream");
+            last_error = Some(failure);
         };
-        if !tried.is_empty() {
-            route.metrics.retried();
-        }
-        tried.push(index);
-        let upstream = &balancer.upstreams()[index];
-        upstream.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let url = request_url(route, upstream, path, parts.uri.query());
 
-        let mut outgoing = reqwest::Request::new(parts.method.clone(), url);
-        *outgoing.headers_mut() = if may_retry {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        if let Some(handoff) = &handoff {
-            *outgoing.body_mut() = Some(handoff.body());
-        } else if let Some(body) = body.take() {
-            *outgoing.body_mut() = Some(reqwest::Body::wrap_stream(body.into_data_stream()));
+        if let Some(client_upgrade) = upgrade {
+            if upstream_response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(Answer::Made(switch_protocols(
+                    route.name(),
+                    upstream_response,
+                    client_upgrade,
+                    &state.tunnels,
+                )));
+            }
         }
 
-        let answer = tokio::time::timeout_at(deadline, state.client.execute(outgoing)).await;
-        if let Ok(Ok(response)) = answer {
-            upstream.health.succeeded();
-            break response;
-        }
-        upstream.counters.errors.fetch_add(1, Ordering::Relaxed);
-        let Ok(Err(error)) = answer else {
-            note_failure(upstream);
-            return Err(ProxyError::UpstreamTimeout {
-                route: route.name().to_owned(),
-                timeout: route.spec.timeout,
-            });
-        };
-        let retry = if error.is_connect() {
-            note_failure(upstream);
-            // Nothing reached the upstream; the body goes to the next try
-            // if the first one never started reading it.
-            handoff.as_ref().is_none_or(BodyHandoff::unread)
-        } else {
-            replayable && closed_before_answering(&error)
-        };
-        let failure = ProxyError::from_upstream(route.name(), &error);
-        if !retry {
-            return Err(failure);
-        }
-        tracing::debug!(route = route.name(), upstream = %upstream.spec.url, %failure, "trying the next upstream");
-        last_error = Some(failure);
-    };
-
-    if let Some(client_upgrade) = upgrade {
-        if upstream_response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(Answer::Made(switch_protocols(
-                route.name(),
-                upstream_response,
-                client_upgrade,
-                &state.tunnels,
-            )));
-        }
+        let mut response: http::Response<reqwest::Body> = upstream_response.into();
+        strip_hop_by_hop(response.headers_mut(), false);
+        // The body streams through frame by frame; if the upstream breaks off,
+        // the error reaches hyper, which aborts the client connection instead of
+        // ending the response as if it were complete.
+        Ok(Answer::Upstream(response))
     }
-
-    let mut response: http::Response<reqwest::Body> = upstream_response.into();
-    strip_hop_by_hop(response.headers_mut(), false);
-    // The body streams through frame by frame; if the upstream breaks off,
-    // the error reaches hyper, which aborts the client connection instead of
-    // ending the response as if it were complete.
-    Ok(Answer::Upstream(response))
 }
 
 /// Counts a connect failure or timeout against the upstream's health.
