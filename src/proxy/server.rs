@@ -3,9 +3,10 @@
 //!
 //! This replaces `axum::serve`, which sets no header-read timeout (so a
 //! slowloris client holds a connection forever), no TCP_NODELAY, and waits
-//! without limit for connections at shutdown. axum's `Router` is still the
-//! service; hyper-util's auto builder speaks HTTP/1.1 and cleartext HTTP/2
-//! (prior knowledge) on the same port. Each connection is driven by
+//! without limit for connections at shutdown. The service is still axum's
+//! (the proxy's handler, or the admin API's `Router`); hyper-util's auto
+//! builder speaks HTTP/1.1 and cleartext HTTP/2 (prior knowledge) on the
+//! same port. Each connection is driven by
 //! `drive`, which keeps its header timeout and its drain signal with one
 //! timer and one flag per connection, not per request.
 //!
