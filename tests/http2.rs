@@ -199,3 +199,117 @@ async fn h2_download_streams_from_an_http1_upstream() {
 
     assert_eq!(received, BODY);
 }
+
+/// The first packet's worth of the h2 preface, which alone cannot tell
+/// HTTP/2 from an HTTP/1 request line starting with `P`.
+const PREFACE_START: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Long enough that the router has read a first packet before the rest is
+/// sent, so the split is seen as a split; the outcome asserted does not
+/// depend on it.
+const SPLIT_PAUSE: Duration = Duration::from_millis(50);
+
+/// A client stream whose first [`PREFACE_START`] bytes of output were
+/// already sent by hand: it checks and drops them from what hyper writes.
+struct AfterPrefaceStart {
+    stream: TcpStream,
+    already_sent: &'static [u8],
+}
+
+impl tokio::io::AsyncRead for AfterPrefaceStart {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for AfterPrefaceStart {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if !self.already_sent.is_empty() {
+            let skipped = self.already_sent.len().min(buf.len());
+            assert_eq!(&buf[..skipped], &self.already_sent[..skipped]);
+            self.already_sent = &self.already_sent[skipped..];
+            return std::task::Poll::Ready(Ok(skipped));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The listener tells HTTP/2 from HTTP/1 by a connection's first bytes;
+/// a first packet that is only the start of the h2 preface (or a `P` that
+/// could begin it) is waited on, and none of it is lost to the protocol
+/// finally chosen.
+#[tokio::test]
+async fn a_first_packet_cut_inside_the_preface_still_gets_its_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_api, _other, router) = hosts_behind_router().await;
+
+    let mut tcp = TcpStream::connect(router.proxy_addr())
+        .await
+        .expect("connect");
+    tcp.write_all(PREFACE_START).await.expect("write");
+    tokio::time::sleep(SPLIT_PAUSE).await;
+    let stream = AfterPrefaceStart {
+        stream: tcp,
+        already_sent: PREFACE_START,
+    };
+    let (mut h2, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 after a split preface");
+    tokio::spawn(connection);
+    let over_h2 = h2_send(&mut h2, get("http://api.example.com/split-h2")).await;
+    let echoed = Echoed::from_body(&body_bytes(over_h2).await);
+    assert_eq!(
+        (echoed.upstream.as_str(), echoed.path.as_str()),
+        ("api", "/split-h2")
+    );
+
+    let mut tcp = TcpStream::connect(router.proxy_addr())
+        .await
+        .expect("connect");
+    tcp.write_all(b"P").await.expect("write");
+    tokio::time::sleep(SPLIT_PAUSE).await;
+    tcp.write_all(b"UT /split-h1 HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(EXCHANGE_DEADLINE, tcp.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").expect("a head") + 4..];
+    let echoed = Echoed::from_body(body.as_bytes());
+    assert_eq!(
+        (
+            echoed.upstream.as_str(),
+            echoed.method.as_str(),
+            echoed.path.as_str(),
+            echoed.body.as_str()
+        ),
+        ("api", "PUT", "/split-h1", "hi")
+    );
+}
