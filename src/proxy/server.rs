@@ -312,8 +312,12 @@ impl<A: App> Connection<A> {
                 let connection = self.builders.http2.serve_connection(stream, service);
                 // Behind a pointer, so the HTTP/1 path's future and the
                 // stack of its polls do not also make room for h2's.
-                let driven: Pin<Box<dyn Future<Output = _> + Send + '_>> =
-                    Box::pin(drive(connection, |c| c.graceful_shutdown(), wait, &self.drain));
+                let driven: Pin<Box<dyn Future<Output = _> + Send + '_>> = Box::pin(drive(
+                    connection,
+                    |c| c.graceful_shutdown(),
+                    wait,
+                    &self.drain,
+                ));
                 driven.await
             }
         };
