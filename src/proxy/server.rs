@@ -288,11 +288,10 @@ impl<A: App> Connection<A> {
         self.serve(stream, protocol, &wait).await;
     }
 
-    /// Serves `stream` with hyper's server for `protocol` alone. One
-    /// protocol's server per task, rather than hyper-util's auto builder
-    /// holding both, keeps the task's future and the stack its polls take
-    /// smaller, which is most of what a small request costs beyond its
-    /// instructions.
+    /// Serves `stream` with hyper's server for `protocol` alone: a task
+    /// holding one protocol's server, rather than hyper-util's auto builder
+    /// with both, has a smaller future and shallower polls, so a request
+    /// touches less memory.
     async fn serve<S>(self, stream: S, protocol: Protocol, wait: &Arc<HeadWait>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -408,11 +407,11 @@ async fn sniff_in_time(
 /// (usually none), or `None` if the client closed first.
 ///
 /// It peeks: one byte that differs from the HTTP/2 preface, or the whole
-/// preface, decides, and the stream is left as it was. Only a client whose
-/// first packet is a strict prefix of the preface ("P", "POS" would not
-/// be: "PO" already differs) makes it read, since peeking again would find
-/// the same bytes at once and spin; what it read goes back in front of the
-/// stream through [`Prefixed`].
+/// preface, decides, and the stream is left as it was. Only a first packet
+/// that is a strict prefix of the preface (`P`, or `PRI * HTTP/2.0\r\n`;
+/// not `POST`, whose `O` already differs) makes it read, since peeking
+/// again would find the same bytes at once and spin; what it read goes
+/// back in front of the stream through [`Prefixed`].
 async fn sniff(stream: &mut TcpStream) -> io::Result<Option<(Protocol, Bytes)>> {
     let mut first = [0u8; HTTP2_PREFACE.len()];
     let peeked = stream.peek(&mut first).await?;
