@@ -110,8 +110,17 @@ pub struct Routed {
 }
 
 /// A request being observed, from its arrival to the end of its response.
+///
+/// Boxed: the request's future holds it from the start and the response
+/// body carries it to the end. By value, its ~300 bytes were copied at each
+/// hand-over, onto stack and heap lines the request would not otherwise
+/// touch; one allocation costs less (cachegrind, per proxied request:
+/// ~350 fewer instructions, 10 fewer L1d misses).
 #[derive(Debug)]
-pub struct Exchange {
+pub struct Exchange(Box<ExchangeState>);
+
+#[derive(Debug)]
+struct ExchangeState {
     table: Arc<RouteTable>,
     started: Instant,
     method: Method,
@@ -157,7 +166,7 @@ impl Exchange {
         request_id: HeaderValue,
         listener: &'static str,
     ) -> Self {
-        Exchange {
+        Exchange(Box::new(ExchangeState {
             table,
             started: Instant::now(),
             method: request.method().clone(),
@@ -171,7 +180,7 @@ impl Exchange {
             upstream_error: None,
             bytes: 0,
             expected_bytes: None,
-        }
+        }))
     }
 
     /// Wraps the response so that the exchange finishes when its body does.
@@ -179,7 +188,7 @@ impl Exchange {
     /// body is boxed here, once: an upstream's body comes unboxed, so the
     /// response is not boxed twice over.
     pub fn respond<B>(
-        mut self,
+        self,
         response: http::Response<B>,
         routed: Routed,
         error: Option<(&'static str, Option<UpstreamErrorKind>)>,
@@ -188,22 +197,25 @@ impl Exchange {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        self.routed = routed;
-        self.status = response.status();
+        let mut state = self.0;
+        state.routed = routed;
+        state.status = response.status();
         if let Some((kind, upstream)) = error {
-            self.error = Some(kind);
-            self.upstream_error = upstream;
+            state.error = Some(kind);
+            state.upstream_error = upstream;
         }
         let (parts, inner) = response.into_parts();
-        self.expected_bytes = inner.size_hint().exact();
+        state.expected_bytes = inner.size_hint().exact();
         let body = ObservedBody {
             inner,
-            exchange: Some(self),
+            exchange: Some(state),
         };
         Response::from_parts(parts, Body::new(body))
     }
+}
 
-    fn finish(self, outcome: Outcome) {
+impl ExchangeState {
+    fn finish(self: Box<Self>, outcome: Outcome) {
         let elapsed = self.started.elapsed();
         let route = self.routed.route.and_then(|i| self.table.routes().get(i));
         let metrics = route.map_or(&self.table.unrouted, |route| &route.metrics);
@@ -278,7 +290,7 @@ fn tried_upstreams<'r>(route: &'r Route, tried: &Tried) -> Cow<'r, str> {
 /// A response body that counts its bytes and finishes its exchange.
 struct ObservedBody<B: http_body::Body> {
     inner: B,
-    exchange: Option<Exchange>,
+    exchange: Option<Box<ExchangeState>>,
 }
 
 impl<B> http_body::Body for ObservedBody<B>
