@@ -115,7 +115,7 @@ pub struct Routed {
 /// body carries it to the end. By value, its ~300 bytes were copied at each
 /// hand-over, onto stack and heap lines the request would not otherwise
 /// touch; one allocation costs less (cachegrind, per proxied request:
-/// ~350 fewer instructions, 10 fewer L1d misses).
+/// ~350 fewer instructions).
 #[derive(Debug)]
 pub struct Exchange(Box<ExchangeState>);
 
