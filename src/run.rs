@@ -292,7 +292,8 @@ fn spawn_workers(
                 // Boxed: `block_on` would otherwise keep the whole worker
                 // future (both listeners' accept loops) in its stack frame,
                 // and every request's polls would run below it, ~9 KiB
-                // deeper. Measured: 1,532 -> 1,502 L1d misses per request.
+                // deeper. cachegrind, a proxied small GET: 1,532 -> 1,502
+                // L1d misses.
                 runtime.block_on(Box::pin(async move {
                     tokio::spawn(log_writer::hand_off_every_interval());
                     let listener = match TcpListener::from_std(listener) {

@@ -119,6 +119,7 @@ pub struct Routed {
 #[derive(Debug)]
 pub struct Exchange(Box<ExchangeState>);
 
+/// What an [`Exchange`] has seen of its request so far.
 #[derive(Debug)]
 struct ExchangeState {
     table: Arc<RouteTable>,
