@@ -166,24 +166,23 @@ pub async fn serve(
             peer,
             drain: Arc::clone(&drain),
         };
-        // One task type per transport: a plain connection's task then
-        // holds and polls no TLS state, which keeps its future and the
-        // stack its polls take smaller.
-        match &transport {
-            Transport::Plain => connections.spawn(async move {
-                let _open = open;
-                connection.serve_plain(stream).await;
-            }),
-            Transport::Tls(acceptor) => {
-                let acceptor = acceptor.clone();
-                connections.spawn(async move {
-                    let _open = open;
-                    if let Some(stream) = handshake(&acceptor, stream, peer).await {
-                        connection.serve_tls(stream).await;
-                    }
-                })
-            }
+        // Every request on a connection runs under tokio's poll of the
+        // connection's task, so the task's future is kept to a few
+        // pointers: how the connection starts (its TLS handshake, the
+        // sniff of its protocol) and what then serves it are each boxed.
+        // tokio's poll reserves stack for the future it polls (more than
+        // twice its size), and the start alone is ~700 bytes; inline, both
+        // pushed every request ~5 KiB deeper on the stack.
+        let start: Starting = match &transport {
+            Transport::Plain => Box::pin(connection.start_plain(stream)),
+            Transport::Tls(acceptor) => Box::pin(connection.start_tls(acceptor.clone(), stream)),
         };
+        connections.spawn(async move {
+            let _open = open;
+            if let Some(serving) = start.await {
+                serving.await;
+            }
+        });
     }
     drop(listener);
     drain.start();
@@ -256,68 +255,80 @@ struct Connection<A> {
 }
 
 impl<A: App> Connection<A> {
-    /// Serves a cleartext connection in the protocol its first bytes name.
-    async fn serve_plain(self, mut stream: TcpStream) {
+    /// Reads which protocol a cleartext connection speaks from its first
+    /// bytes, and returns what serves it in that protocol, or `None` if the
+    /// connection ended first.
+    async fn start_plain(self, mut stream: TcpStream) -> Option<Serving> {
         let wait = Arc::new(HeadWait::new());
         match sniff_in_time(&mut stream, &wait, &self.drain).await {
             Ok((protocol, consumed)) => {
-                self.serve(Prefixed::new(consumed, stream), protocol, &wait)
-                    .await;
+                Some(self.serving(Prefixed::new(consumed, stream), protocol, wait))
             }
-            Err(SniffEnd::Closed) => {}
+            Err(SniffEnd::Closed) => None,
             Err(SniffEnd::Draining) => {
-                tracing::debug!(peer = %self.peer, "closing: draining before a request")
+                tracing::debug!(peer = %self.peer, "closing: draining before a request");
+                None
             }
             Err(SniffEnd::TimedOut) => {
-                tracing::debug!(peer = %self.peer, "no request head within the header timeout; closing")
+                tracing::debug!(peer = %self.peer, "no request head within the header timeout; closing");
+                None
             }
             Err(SniffEnd::Failed(error)) => {
-                tracing::debug!(peer = %self.peer, %error, "connection failed before a request")
+                tracing::debug!(peer = %self.peer, %error, "connection failed before a request");
+                None
             }
         }
     }
 
-    /// Serves a TLS connection in the protocol its handshake agreed by ALPN
-    /// (SPEC 4.11): `h2`, or HTTP/1.1 when the client named none.
-    async fn serve_tls(self, stream: tokio_rustls::server::TlsStream<TcpStream>) {
+    /// Runs the TLS handshake, then returns what serves the connection in
+    /// the protocol the handshake agreed by ALPN (SPEC 4.11): `h2`, or
+    /// HTTP/1.1 when the client named none.
+    async fn start_tls(self, acceptor: TlsAcceptor, stream: TcpStream) -> Option<Serving> {
+        let stream = handshake(&acceptor, stream, self.peer).await?;
         let protocol = match stream.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,
             _ => Protocol::Http1,
         };
-        let wait = Arc::new(HeadWait::new());
-        self.serve(stream, protocol, &wait).await;
+        Some(self.serving(stream, protocol, Arc::new(HeadWait::new())))
     }
 
-    /// Serves `stream` with hyper's server for `protocol` alone: a task
-    /// holding one protocol's server, rather than hyper-util's auto builder
-    /// with both, has a smaller future and shallower polls, so a request
-    /// touches less memory.
-    async fn serve<S>(self, stream: S, protocol: Protocol, wait: &Arc<HeadWait>)
+    /// Builds hyper's server for `protocol` alone over `stream` and returns
+    /// it, driven, behind a pointer. One protocol's server rather than
+    /// hyper-util's auto builder with both makes a smaller future and
+    /// shallower polls, so a request touches less memory.
+    fn serving<S>(self, stream: S, protocol: Protocol, wait: Arc<HeadWait>) -> Serving
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stream = TokioIo::new(stream);
-        let service = self.service(wait);
-        let outcome = match protocol {
+        let service = self.service(&wait);
+        match protocol {
             Protocol::Http1 => {
                 let connection = self
                     .builders
                     .http1
                     .serve_connection(stream, service)
                     .with_upgrades();
-                drive_boxed(connection, |c| c.graceful_shutdown(), wait, &self.drain).await
+                Box::pin(self.drive(connection, |c| c.graceful_shutdown(), wait))
             }
             Protocol::Http2 => {
                 let connection = self.builders.http2.serve_connection(stream, service);
-                drive_boxed(connection, |c| c.graceful_shutdown(), wait, &self.drain).await
+                Box::pin(self.drive(connection, |c| c.graceful_shutdown(), wait))
             }
-        };
-        let peer = self.peer;
-        match outcome {
-            Some(Ok(())) => {}
-            Some(Err(error)) => tracing::debug!(%peer, %error, "connection ended with an error"),
-            None => tracing::debug!(%peer, "no request head within the header timeout; closing"),
         }
+    }
+
+    /// [`drive`]s `connection` to its end and says how it ended.
+    async fn drive<C>(
+        self,
+        connection: C,
+        graceful_shutdown: impl FnOnce(Pin<&mut C>),
+        wait: Arc<HeadWait>,
+    ) where
+        C: Future<Output = Result<(), hyper::Error>>,
+    {
+        let outcome = drive(connection, graceful_shutdown, &wait, &self.drain).await;
+        report_end(self.peer, outcome);
     }
 
     /// The app as hyper calls it, each request counted in `wait` from its
@@ -509,24 +520,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// [`drive`] behind a pointer: the connection task's own future then
-/// holds neither protocol's server, and tokio's poll of the task, under
-/// which every request on the connection runs, reserves no stack for them.
-/// The handler runs ~1 KiB higher on the stack and a request misses the L1
-/// data cache ~35 times less (simulated), for one allocation per
-/// connection. Each protocol's arm awaits its own box: one `await` of
-/// either box cost 45 more instruction-cache misses per request (code
-/// layout).
-fn drive_boxed<'a, C>(
-    connection: C,
-    graceful_shutdown: impl FnOnce(Pin<&mut C>) + Send + 'a,
-    wait: &'a HeadWait,
-    drain: &'a Drain,
-) -> Pin<Box<dyn Future<Output = Option<C::Output>> + Send + 'a>>
-where
-    C: Future + Send + 'a,
-{
-    Box::pin(drive(connection, graceful_shutdown, wait, drain))
+/// How a connection starts: what it runs from its accept until it knows
+/// its protocol, and then what serves it, or `None` if it ended first.
+type Starting = Pin<Box<dyn Future<Output = Option<Serving>> + Send>>;
+
+/// What serves one connection, behind a pointer: the connection task's
+/// own future then holds neither protocol's server, and tokio's poll of
+/// the task, under which every request on the connection runs, reserves no
+/// stack for them.
+type Serving = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Logs how a connection ended, out of line: a request's polls pass
+/// through the caller, and the log's formatting would widen its frame.
+#[cold]
+#[inline(never)]
+fn report_end(peer: SocketAddr, outcome: Option<Result<(), hyper::Error>>) {
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(error)) => tracing::debug!(%peer, %error, "connection ended with an error"),
+        None => tracing::debug!(%peer, "no request head within the header timeout; closing"),
+    }
 }
 
 /// Drives `connection` until it ends, or until it has waited
