@@ -215,7 +215,7 @@ pub fn app(state: ProxyState) -> impl MakeApp {
 /// less (simulated, per small GET: 1,386 unboxed, 1,270 boxed here, 1,300
 /// through axum's box; instructions 70.7k against 71.1k).
 #[derive(Clone, Copy)]
-pub struct Unboxed<F>(pub F);
+struct Unboxed<F>(F);
 
 impl<F, Fut, S> Handler<Unboxed<()>, S> for Unboxed<F>
 where

@@ -309,17 +309,17 @@ impl<A: App> Connection<A> {
                     .http1
                     .serve_connection(stream, service)
                     .with_upgrades();
-                Box::pin(self.drive(connection, |c| c.graceful_shutdown(), wait))
+                Box::pin(self.drive_to_end(connection, |c| c.graceful_shutdown(), wait))
             }
             Protocol::Http2 => {
                 let connection = self.builders.http2.serve_connection(stream, service);
-                Box::pin(self.drive(connection, |c| c.graceful_shutdown(), wait))
+                Box::pin(self.drive_to_end(connection, |c| c.graceful_shutdown(), wait))
             }
         }
     }
 
     /// [`drive`]s `connection` to its end and says how it ended.
-    async fn drive<C>(
+    async fn drive_to_end<C>(
         self,
         connection: C,
         graceful_shutdown: impl FnOnce(Pin<&mut C>),
