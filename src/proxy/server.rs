@@ -260,24 +260,25 @@ impl<A: App> Connection<A> {
     /// connection ended first.
     async fn start_plain(self, mut stream: TcpStream) -> Option<Serving> {
         let wait = Arc::new(HeadWait::new());
-        match sniff_in_time(&mut stream, &wait, &self.drain).await {
+        let end = match sniff_in_time(&mut stream, &wait, &self.drain).await {
             Ok((protocol, consumed)) => {
-                Some(self.serving(Prefixed::new(consumed, stream), protocol, wait))
+                return Some(self.serving(Prefixed::new(consumed, stream), protocol, wait));
             }
-            Err(SniffEnd::Closed) => None,
-            Err(SniffEnd::Draining) => {
-                tracing::debug!(peer = %self.peer, "closing: draining before a request");
-                None
+            Err(end) => end,
+        };
+        match end {
+            SniffEnd::Closed => {}
+            SniffEnd::Draining => {
+                tracing::debug!(peer = %self.peer, "closing: draining before a request")
             }
-            Err(SniffEnd::TimedOut) => {
-                tracing::debug!(peer = %self.peer, "no request head within the header timeout; closing");
-                None
+            SniffEnd::TimedOut => {
+                tracing::debug!(peer = %self.peer, "no request head within the header timeout; closing")
             }
-            Err(SniffEnd::Failed(error)) => {
-                tracing::debug!(peer = %self.peer, %error, "connection failed before a request");
-                None
+            SniffEnd::Failed(error) => {
+                tracing::debug!(peer = %self.peer, %error, "connection failed before a request")
             }
         }
+        None
     }
 
     /// Runs the TLS handshake, then returns what serves the connection in
