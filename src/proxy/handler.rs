@@ -4,6 +4,7 @@
 //! The snapshot is an `Arc` taken with `load_full()` before the first
 //! `.await` and kept to the end of the request, so a reload never changes the
 //! table under a request and never waits for one. Routing, forwarding,
+//! the route timeout (a thread-local list of timers, see `deadline`),
 //! metrics and the access line (a thread-local buffer, see `log_writer`)
 //! take no lock. The one lock here is `BodyHandoff`'s, on routes with a
 //! second upstream to try, taken once per try and uncontended. Nothing is
