@@ -407,6 +407,80 @@ async fn upstream_that_never_answers_gets_504_after_the_route_timeout() {
     );
 }
 
+/// The route timeout's timers are kept and reused from request to request
+/// on a worker thread; one that served answered requests on a connection
+/// must still end the next request on it that gets no answer.
+#[tokio::test]
+async fn route_timeout_still_ends_a_request_after_answered_ones_on_its_connection() {
+    let answering = Upstream::echo("answering").start().await;
+    let silent = Upstream::silent().start().await;
+    let router = TestRouter::with_yaml(format!(
+        "routes:
+  fast:
+    prefix: /fast
+    upstream: {}
+    timeout: 300ms
+  slow:
+    prefix: /slow
+    upstream: {}
+    timeout: 300ms
+",
+        answering.url(),
+        silent.url()
+    ))
+    .start()
+    .await;
+
+    let stream = TcpStream::connect(router.proxy_addr()).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let mut send = |path: &'static str| {
+        let request = http::Request::get(path)
+            .header("host", "svc.test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request)
+    };
+    for round in 0..3 {
+        for _ in 0..5 {
+            let answered = send("/fast").await.unwrap();
+            assert_eq!(answered.status(), StatusCode::OK, "round {round}");
+            http_body_util::BodyExt::collect(answered.into_body())
+                .await
+                .unwrap();
+        }
+        let started = Instant::now();
+        // Bounded, so that a timer that wakes no one fails the test.
+        let timed_out = tokio::time::timeout(Duration::from_secs(5), send("/slow"))
+            .await
+            .expect("the route timeout ended the request")
+            .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(
+            timed_out.status(),
+            StatusCode::GATEWAY_TIMEOUT,
+            "round {round}"
+        );
+        http_body_util::BodyExt::collect(timed_out.into_body())
+            .await
+            .unwrap();
+        assert!(
+            waited >= Duration::from_millis(300),
+            "answered after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+    }
+    assert_eq!(
+        answering.connections(),
+        1,
+        "one upstream connection, reused"
+    );
+    connection.abort();
+}
+
 #[tokio::test]
 async fn respond_route_answers_with_its_status_body_and_headers() {
     let router = TestRouter::with_yaml(
