@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use url::Url;
 
 use crate::observe::access::{Exchange, Routed};
-use crate::proxy::deadline;
+use crate::proxy::deadline::timeout_at;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{
     ensure_request_id, request_authority, set_forwarded, strip_hop_by_hop, upgrade_requested,
@@ -505,7 +505,7 @@ fn forward<'a>(
                 }
                 state.client.execute(outgoing)
             };
-            let error = match deadline::timeout_at(deadline, sent).await {
+            let error = match timeout_at(deadline, sent).await {
                 Ok(Ok(response)) => {
                     upstream.health.succeeded();
                     break response;
