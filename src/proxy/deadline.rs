@@ -3,8 +3,8 @@
 //! A fresh `tokio::time::Sleep` per upstream request is put into the
 //! runtime's timer wheel when made and taken out again when the answer
 //! comes first, which it nearly always does: ~700 instructions and ~85
-//! instruction-cache misses per proxied request (cachegrind), the largest
-//! per-request cost the proxy added to its stack after the access line.
+//! instruction-cache misses per proxied request (cachegrind), bookkeeping
+//! that no feature needs.
 //!
 //! A kept timer costs a fraction of that. Its deadline is left alone when
 //! it already falls within [`SLACK`] after the request's, and otherwise
