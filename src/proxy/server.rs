@@ -260,21 +260,18 @@ impl<A: App> Connection<A> {
     /// connection ended first.
     async fn start_plain(self, mut stream: TcpStream) -> Option<Serving> {
         let wait = Arc::new(HeadWait::new());
-        let end = match sniff_in_time(&mut stream, &wait, &self.drain).await {
+        match sniff_in_time(&mut stream, &wait, &self.drain).await {
             Ok((protocol, consumed)) => {
                 return Some(self.serving(Prefixed::new(consumed, stream), protocol, wait));
             }
-            Err(end) => end,
-        };
-        match end {
-            SniffEnd::Closed => {}
-            SniffEnd::Draining => {
+            Err(SniffEnd::Closed) => {}
+            Err(SniffEnd::Draining) => {
                 tracing::debug!(peer = %self.peer, "closing: draining before a request")
             }
-            SniffEnd::TimedOut => {
+            Err(SniffEnd::TimedOut) => {
                 tracing::debug!(peer = %self.peer, "no request head within the header timeout; closing")
             }
-            SniffEnd::Failed(error) => {
+            Err(SniffEnd::Failed(error)) => {
                 tracing::debug!(peer = %self.peer, %error, "connection failed before a request")
             }
         }
