@@ -83,7 +83,7 @@ struct Kept {
 struct Lease {
     /// `None` only once given back.
     kept: Option<Kept>,
-    runtime: Option<Id>,
+    runtime: Id,
 }
 
 struct Spares {
@@ -101,22 +101,21 @@ thread_local! {
 }
 
 impl Lease {
+    /// Panics outside a Tokio runtime, as `tokio::time::sleep_until` does.
     fn until(deadline: Instant) -> Lease {
-        let runtime = Handle::try_current().ok().map(|handle| handle.id());
+        let runtime = Handle::current().id();
         let mut stale = Vec::new();
-        let spare = runtime.and_then(|runtime| {
-            SPARES
-                .try_with(|spares| {
-                    let mut spares = spares.try_borrow_mut().ok()?;
-                    if spares.runtime != Some(runtime) {
-                        spares.runtime = Some(runtime);
-                        stale = std::mem::take(&mut spares.timers);
-                    }
-                    spares.timers.pop()
-                })
-                .ok()
-                .flatten()
-        });
+        let spare = SPARES
+            .try_with(|spares| {
+                let mut spares = spares.try_borrow_mut().ok()?;
+                if spares.runtime != Some(runtime) {
+                    spares.runtime = Some(runtime);
+                    stale = std::mem::take(&mut spares.timers);
+                }
+                spares.timers.pop()
+            })
+            .ok()
+            .flatten();
         // Another runtime's timers are dropped once the list is let go of:
         // dropping a timer's waker may free a task.
         drop(stale);
@@ -166,10 +165,8 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let (Some(runtime), Some(kept)) = (self.runtime, self.kept.take()) else {
-            return;
-        };
-        let mut kept = Some(kept);
+        let mut kept = self.kept.take();
+        let runtime = self.runtime;
         let _ = SPARES.try_with(|spares| {
             if let Ok(mut spares) = spares.try_borrow_mut() {
                 if spares.runtime == Some(runtime) && spares.timers.len() < SPARES_KEPT {
