@@ -235,6 +235,20 @@ mod tests {
         assert_eq!(spares_here(), 1);
     }
 
+    /// Routes with different timeouts take turns on a connection: a timer
+    /// last set for a long timeout must be moved earlier for a short one.
+    #[tokio::test]
+    async fn a_kept_timer_set_for_a_longer_timeout_still_ends_a_shorter_one() {
+        let answer = timeout_at(
+            Instant::now() + HUNG * 2,
+            Box::pin(tokio::task::yield_now()),
+        )
+        .await;
+        assert_eq!(answer, Ok(()));
+        assert_eq!(spares_here(), 1);
+        assert_eq!(never_answered().await, Err(Elapsed));
+    }
+
     #[tokio::test]
     async fn a_kept_timer_wakes_the_task_now_waiting_not_the_last_one() {
         tokio::spawn(answered_after_one_poll())
