@@ -7,7 +7,7 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version};
@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{Echoed, TestRouter, Upstream};
+use support::{assert_timed_out_after, Echoed, TestRouter, Upstream};
 use tokio::net::TcpStream;
 
 /// Big enough to take many h2 DATA frames and flow-control windows (64 KiB
@@ -148,6 +148,68 @@ async fn h2_requests_multiplex_on_one_connection() {
     let expected: Vec<String> = (0..8).map(|n| format!("/n/{n}")).collect();
     assert_eq!(paths, expected);
     assert!(api.requests() >= 8);
+}
+
+/// Each h2 stream is a task of its own, so the route timeout's kept timers
+/// pass from task to task. The answered streams here leave them set for a
+/// longer timeout than the silent route's, then for the same one, polled
+/// last by another stream; every silent stream must still end in a 504 at
+/// its own route's timeout.
+#[tokio::test]
+async fn h2_streams_to_a_silent_upstream_end_at_their_route_timeout() {
+    let answering = Upstream::echo("answering").start().await;
+    let silent = Upstream::silent().start().await;
+    let router = TestRouter::with_yaml(format!(
+        "routes:
+  long:
+    prefix: /long
+    upstream: {}
+    timeout: 30s
+  fast:
+    prefix: /fast
+    upstream: {}
+    timeout: 300ms
+  slow:
+    prefix: /slow
+    upstream: {}
+    timeout: 300ms
+",
+        answering.url(),
+        answering.url(),
+        silent.url()
+    ))
+    .start()
+    .await;
+    let h2 = h2_connect(router.proxy_addr()).await;
+
+    for round in 0..3 {
+        for path in ["/long", "/fast"] {
+            for _ in 0..5 {
+                let uri = format!("http://svc.test{path}");
+                let answered = h2_send(&mut h2.clone(), get(&uri)).await;
+                assert_eq!(answered.status(), StatusCode::OK, "round {round}");
+                body_bytes(answered).await;
+            }
+        }
+        let started = Instant::now();
+        let mut silent_streams = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let mut h2 = h2.clone();
+            silent_streams.spawn(async move {
+                // Bounded well under the long route's timeout, so that a
+                // timer left at it fails the test instead of ending it.
+                let wait = h2_send(&mut h2, get("http://svc.test/slow"));
+                let answer = tokio::time::timeout(Duration::from_secs(5), wait)
+                    .await
+                    .expect("the route timeout ended the stream");
+                (answer.status(), started.elapsed())
+            });
+        }
+        for (status, waited) in silent_streams.join_all().await {
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "round {round}");
+            assert_timed_out_after(waited, Duration::from_millis(300));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

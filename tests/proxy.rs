@@ -11,8 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use reqwest::{Method, StatusCode};
 use support::{
-    closed_port_url, eventually, json_of, read_request_head, send_raw, send_raw_until_closed,
-    streamed_body, Echoed, TestRouter, Upstream,
+    assert_timed_out_after, closed_port_url, eventually, json_of, read_request_head, send_raw,
+    send_raw_until_closed, streamed_body, Echoed, TestRouter, Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -372,13 +372,6 @@ async fn closed_upstream_port_gets_502_upstream_unavailable() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let body = json_of(response).await;
     assert_eq!(body["error"], "upstream_unavailable", "{body}");
-}
-
-/// A 504 for a route timeout came no earlier than the timeout, and not
-/// seconds later.
-fn assert_timed_out_after(waited: Duration, timeout: Duration) {
-    assert!(waited >= timeout, "answered after {waited:?}");
-    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
 }
 
 #[tokio::test]

@@ -49,6 +49,13 @@ pub fn greeting(text: &str) -> String {
     )
 }
 
+/// A 504 for a route timeout came no earlier than the timeout, and not
+/// seconds later.
+pub fn assert_timed_out_after(waited: Duration, timeout: Duration) {
+    assert!(waited >= timeout, "answered after {waited:?}");
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+}
+
 /// How often [`eventually`] probes: short against the 1 s reload deadline,
 /// long enough not to flood the router with probes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
