@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{assert_timed_out_after, Echoed, TestRouter, Upstream};
+use support::{assert_timed_out_after, Echoed, TestRouter, TimeoutRoutes, Upstream, SHORT_TIMEOUT};
 use tokio::net::TcpStream;
 
 /// Big enough to take many h2 DATA frames and flow-control windows (64 KiB
@@ -157,30 +157,8 @@ async fn h2_requests_multiplex_on_one_connection() {
 /// its own route's timeout.
 #[tokio::test]
 async fn h2_streams_to_a_silent_upstream_end_at_their_route_timeout() {
-    let answering = Upstream::echo("answering").start().await;
-    let silent = Upstream::silent().start().await;
-    let router = TestRouter::with_yaml(format!(
-        "routes:
-  long:
-    prefix: /long
-    upstream: {}
-    timeout: 30s
-  fast:
-    prefix: /fast
-    upstream: {}
-    timeout: 300ms
-  slow:
-    prefix: /slow
-    upstream: {}
-    timeout: 300ms
-",
-        answering.url(),
-        answering.url(),
-        silent.url()
-    ))
-    .start()
-    .await;
-    let h2 = h2_connect(router.proxy_addr()).await;
+    let routes = TimeoutRoutes::start().await;
+    let h2 = h2_connect(routes.router.proxy_addr()).await;
 
     for round in 0..3 {
         for path in ["/long", "/fast"] {
@@ -207,7 +185,7 @@ async fn h2_streams_to_a_silent_upstream_end_at_their_route_timeout() {
         }
         for (status, waited) in silent_streams.join_all().await {
             assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "round {round}");
-            assert_timed_out_after(waited, Duration::from_millis(300));
+            assert_timed_out_after(waited, SHORT_TIMEOUT);
         }
     }
 }

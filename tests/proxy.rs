@@ -12,7 +12,8 @@ use axum::routing::get;
 use reqwest::{Method, StatusCode};
 use support::{
     assert_timed_out_after, closed_port_url, eventually, json_of, read_request_head, send_raw,
-    send_raw_until_closed, streamed_body, Echoed, TestRouter, Upstream,
+    send_raw_until_closed, streamed_body, Echoed, TestRouter, TimeoutRoutes, Upstream,
+    SHORT_TIMEOUT,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -408,26 +409,11 @@ async fn upstream_that_never_answers_gets_504_after_the_route_timeout() {
 /// must still end the next request on it that gets no answer.
 #[tokio::test]
 async fn route_timeout_still_ends_a_request_after_answered_ones_on_its_connection() {
-    let answering = Upstream::echo("answering").start().await;
-    let silent = Upstream::silent().start().await;
-    let router = TestRouter::with_yaml(format!(
-        "routes:
-  fast:
-    prefix: /fast
-    upstream: {}
-    timeout: 300ms
-  slow:
-    prefix: /slow
-    upstream: {}
-    timeout: 300ms
-",
-        answering.url(),
-        silent.url()
-    ))
-    .start()
-    .await;
+    let routes = TimeoutRoutes::start().await;
 
-    let stream = TcpStream::connect(router.proxy_addr()).await.unwrap();
+    let stream = TcpStream::connect(routes.router.proxy_addr())
+        .await
+        .unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -463,10 +449,10 @@ async fn route_timeout_still_ends_a_request_after_answered_ones_on_its_connectio
         http_body_util::BodyExt::collect(timed_out.into_body())
             .await
             .unwrap();
-        assert_timed_out_after(waited, Duration::from_millis(300));
+        assert_timed_out_after(waited, SHORT_TIMEOUT);
     }
     assert_eq!(
-        answering.connections(),
+        routes.answering.connections(),
         1,
         "one upstream connection, reused"
     );

@@ -49,6 +49,51 @@ pub fn greeting(text: &str) -> String {
     )
 }
 
+/// The routes the route timeout's kept timers are tested on: `/fast` to an
+/// answering upstream and `/slow` to a silent one, both timing out after
+/// [`SHORT_TIMEOUT`], and `/long` to the answering one with a 30 s timeout.
+pub struct TimeoutRoutes {
+    pub answering: Upstream,
+    pub silent: Upstream,
+    pub router: TestRouter,
+}
+
+/// The timeout of `/fast` and `/slow` in [`TimeoutRoutes`].
+pub const SHORT_TIMEOUT: Duration = Duration::from_millis(300);
+
+impl TimeoutRoutes {
+    pub async fn start() -> TimeoutRoutes {
+        let answering = Upstream::echo("answering").start().await;
+        let silent = Upstream::silent().start().await;
+        let router = TestRouter::with_yaml(format!(
+            "routes:
+  long:
+    prefix: /long
+    upstream: {answering}
+    timeout: 30s
+  fast:
+    prefix: /fast
+    upstream: {answering}
+    timeout: {short}ms
+  slow:
+    prefix: /slow
+    upstream: {silent}
+    timeout: {short}ms
+",
+            answering = answering.url(),
+            silent = silent.url(),
+            short = SHORT_TIMEOUT.as_millis(),
+        ))
+        .start()
+        .await;
+        TimeoutRoutes {
+            answering,
+            silent,
+            router,
+        }
+    }
+}
+
 /// A 504 for a route timeout came no earlier than the timeout, and not
 /// seconds later.
 pub fn assert_timed_out_after(waited: Duration, timeout: Duration) {
