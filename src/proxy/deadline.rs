@@ -121,8 +121,11 @@ impl Lease {
         drop(stale);
         let kept = match spare {
             Some(mut kept) => {
+                // One that has fired needs no check of its own: it fired
+                // at or after `set`, so if `set` is not before `deadline`,
+                // the request's deadline has passed too.
                 let set = kept.sleep.deadline();
-                if set < deadline || set > deadline + SLACK || kept.sleep.is_elapsed() {
+                if set < deadline || set > deadline + SLACK {
                     kept.sleep.as_mut().reset(deadline + SLACK);
                     kept.wakes = None;
                 }
