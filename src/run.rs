@@ -196,7 +196,7 @@ impl Switchyard {
             certificates.clone(),
             hangups,
         ));
-        let health_checks = health::spawn(Arc::clone(reloader.live()))?;
+        let health_checks = health::spawn(Arc::clone(reloader.live()), reloader.swaps())?;
         let expiry_checks = certificates.clone().map(|certificates| {
             tokio::spawn(async move {
                 let mut daily = tokio::time::interval(EXPIRY_CHECK_INTERVAL);

@@ -434,6 +434,52 @@ async fn active_checks_take_an_upstream_out_and_bring_it_back() {
 }
 
 #[tokio::test]
+async fn a_reload_starts_and_stops_active_checks() {
+    let checks = Arc::new(AtomicUsize::new(0));
+    let sick = {
+        let checks = Arc::clone(&checks);
+        Upstream::handler(
+            axum::Router::new()
+                .route(
+                    "/healthz",
+                    get(move || {
+                        checks.fetch_add(1, Ordering::SeqCst);
+                        async { StatusCode::SERVICE_UNAVAILABLE }
+                    }),
+                )
+                .fallback(|| async { "sick" }),
+        )
+        .start()
+        .await
+    };
+    let steady = Upstream::echo("steady").start().await;
+    let unchecked = route_to(&[sick.url(), steady.url()]);
+    let router = TestRouter::with_yaml(unchecked.clone()).start().await;
+    let url = sick.url();
+    assert_eq!(state_of(&router, &url).await, "healthy");
+
+    // The checks follow the table a reload swaps in, with no request and
+    // no timer of the router's own to prompt them.
+    router.write_config(&format!(
+        "{unchecked}    health: {{ path: /healthz, interval: 50ms, timeout: 1s, healthy: 1, unhealthy: 1 }}\n"
+    ));
+    assert_eq!(router.reload().await.0, StatusCode::OK);
+    eventually(STATE_DEADLINE, || async {
+        state_of(&router, &url).await == "unhealthy"
+    })
+    .await;
+    assert!(checks.load(Ordering::SeqCst) > 0);
+
+    // Unchecked again: the verdict no longer counts.
+    router.write_config(&unchecked);
+    assert_eq!(router.reload().await.0, StatusCode::OK);
+    eventually(STATE_DEADLINE, || async {
+        state_of(&router, &url).await == "healthy"
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_reload_keeps_health_for_upstreams_that_stay_and_drops_the_rest() {
     let up = Upstream::echo("up").start().await;
     let down = closed_port_url().await;

@@ -4,14 +4,16 @@
 //!
 //! A supervisor follows the live table: it starts a check when a URL gains
 //! one, and stops it when no route of the live table checks that URL any
-//! more. A check only writes the verdict into the URL's shared
+//! more. It wakes only when a reload swaps a table in, so a sidecar whose
+//! routes check nothing has nothing here that wakes it. A check only writes the verdict into the URL's shared
 //! [`UpstreamHealth`]; requests read it with one atomic load.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 
@@ -19,10 +21,6 @@ use crate::proxy::handler::upstream_client;
 use crate::routes::config::HealthSpec;
 use crate::routes::table::RouteTable;
 use crate::routes::upstreams::{CheckVerdict, UpstreamHealth};
-
-/// How often the supervisor looks for a new table: a check starts or stops
-/// this soon after a reload, which is all the precision it needs.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A check running for one URL.
 struct Running {
@@ -38,22 +36,24 @@ impl Running {
     }
 }
 
-/// Starts the supervisor. It runs until the returned handle is aborted.
-pub fn spawn(live: Arc<ArcSwap<RouteTable>>) -> Result<JoinHandle<()>, reqwest::Error> {
+/// Starts the supervisor on the table in `live`, and again on each table
+/// that `swaps` announces. It runs until the returned handle is aborted.
+pub fn spawn(
+    live: Arc<ArcSwap<RouteTable>>,
+    mut swaps: watch::Receiver<u64>,
+) -> Result<JoinHandle<()>, reqwest::Error> {
     let client = upstream_client()?;
     Ok(tokio::spawn(async move {
         let mut running: HashMap<Url, Running> = HashMap::new();
-        let mut seen_version = None;
-        let mut ticks = tokio::time::interval(FOLLOW_INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
-            let table = live.load_full();
-            if seen_version == Some(table.meta.version) {
-                continue;
+            // Marked seen before the load: a swap after it is announced
+            // again, so the supervisor never sleeps on a stale table.
+            swaps.borrow_and_update();
+            follow(&live.load_full(), &mut running, &client);
+            if swaps.changed().await.is_err() {
+                // The reloader is gone, and no table will follow this one.
+                std::future::pending::<()>().await;
             }
-            seen_version = Some(table.meta.version);
-            follow(&table, &mut running, &client);
         }
     }))
 }

@@ -17,6 +17,7 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::{Serialize, Serializer};
+use tokio::sync::watch;
 
 use crate::observe::metrics::Metrics;
 use crate::routes::config::{self, ConfigError, RouteSpec, Source};
@@ -120,6 +121,10 @@ struct Record {
 pub struct Reloader {
     path: PathBuf,
     live: Arc<ArcSwap<RouteTable>>,
+    /// The live table's version, sent after each swap: what follows the
+    /// table off the request path (the health checks) waits on it instead
+    /// of looking for a new table on a timer.
+    swapped: watch::Sender<u64>,
     generations: Generations,
     metrics: Metrics,
     /// Serializes reloads and holds their record. Only synchronous code takes
@@ -134,11 +139,13 @@ impl Reloader {
         let source = Source::read(path)?;
         let generations = Generations::default();
         let table = build(&source, 1)?.tracked_by(&generations);
+        let swapped = watch::Sender::new(table.meta.version);
         let live = Arc::new(ArcSwap::from_pointee(table));
         Ok(Reloader {
             path: path.to_path_buf(),
             metrics: Metrics::new(Arc::clone(&live), generations.clone()),
             live,
+            swapped,
             generations,
             record: Mutex::new(Record {
                 last: LastReload {
@@ -159,6 +166,12 @@ impl Reloader {
     /// The handle request handlers load the table from.
     pub fn live(&self) -> &Arc<ArcSwap<RouteTable>> {
         &self.live
+    }
+
+    /// Changes each time a new table is live; its value is that table's
+    /// version.
+    pub fn swaps(&self) -> watch::Receiver<u64> {
+        self.swapped.subscribe()
     }
 
     /// Reads, checks and, if the bytes are new and valid, swaps in a new
@@ -182,7 +195,9 @@ impl Reloader {
                     .tracked_by(&self.generations)
                     .carry_state_from(&current);
                 let diff = RouteDiff::between(&current, &table);
+                let version = table.meta.version;
                 self.live.store(Arc::new(table));
+                self.swapped.send_replace(version);
                 Ok(Some(diff))
             });
         let now = SystemTime::now();
