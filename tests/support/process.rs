@@ -1,6 +1,7 @@
 //! The real `switchyard` binary, for what only the process shows: exit
 //! codes, what it prints, and how it answers signals.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
@@ -212,6 +213,29 @@ impl SwitchyardProcess {
             .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
             .filter(|name| name.starts_with("switchyard-work"))
             .count()
+    }
+
+    /// How many times each of the router's threads has been switched out
+    /// so far (voluntary and involuntary context switches, from
+    /// `/proc/PID/task/TID/status`), by thread id: each wake-up of a
+    /// sleeping thread adds one.
+    pub fn switches_by_thread(&self) -> HashMap<String, (String, u64)> {
+        let pid = self.child.id().expect("the router is running");
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("the router's threads are listed in /proc")
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let name = std::fs::read_to_string(path.join("comm")).ok()?;
+                let status = std::fs::read_to_string(path.join("status")).ok()?;
+                let switches = status
+                    .lines()
+                    .filter(|l| l.contains("ctxt_switches:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum();
+                let tid = path.file_name()?.to_string_lossy().into_owned();
+                Some((tid, (name.trim().to_owned(), switches)))
+            })
+            .collect()
     }
 
     /// The router's resident memory now (`VmRSS`), in KiB.
