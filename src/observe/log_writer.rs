@@ -47,8 +47,8 @@ const HAND_OFF_AT: usize = 64 * 1024;
 /// Buffers on their way to the writer, which takes them every
 /// [`FLUSH_INTERVAL`] while it is busy, without being woken (waking it
 /// would be a system call on the request path); a hand-off beyond this many
-/// drops its lines. That
-/// is 40 MB/s of log lines, and 2 MiB at most while stderr is stuck.
+/// drops its lines. That is 40 MB/s of log lines, and 2 MiB at most while
+/// stderr is stuck.
 const QUEUE_DEPTH: usize = 32;
 
 /// A batching thread's buffer: room for the lines before a hand-off and
