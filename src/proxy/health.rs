@@ -5,8 +5,9 @@
 //! A supervisor follows the live table: it starts a check when a URL gains
 //! one, and stops it when no route of the live table checks that URL any
 //! more. It wakes only when a reload swaps a table in, so a sidecar whose
-//! routes check nothing has nothing here that wakes it. A check only writes the verdict into the URL's shared
-//! [`UpstreamHealth`]; requests read it with one atomic load.
+//! routes check nothing has nothing here that wakes it. A check only
+//! writes the verdict into the URL's shared [`UpstreamHealth`]; requests
+//! read it with one atomic load.
 
 use std::collections::HashMap;
 use std::sync::Arc;
