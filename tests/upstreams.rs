@@ -340,31 +340,53 @@ async fn an_upstream_killed_under_load_costs_at_most_its_in_flight_requests() {
     assert_eq!(state_of(&router, &doomed_url).await, "healthy");
 }
 
-#[tokio::test]
-async fn active_checks_take_an_upstream_out_and_bring_it_back() {
-    let sick = Arc::new(AtomicBool::new(false));
-    let flapping = {
-        let sick = Arc::clone(&sick);
-        Upstream::handler(
+/// An upstream for active checks: `/healthz` answers 503 while `sick` is
+/// set and 200 otherwise, counting the checks in `checks`; every other path
+/// answers with its name (in `x-upstream` too).
+struct CheckedUpstream {
+    upstream: Upstream,
+    sick: Arc<AtomicBool>,
+    checks: Arc<AtomicUsize>,
+}
+
+impl CheckedUpstream {
+    async fn start(name: &'static str) -> CheckedUpstream {
+        let sick = Arc::new(AtomicBool::new(false));
+        let checks = Arc::new(AtomicUsize::new(0));
+        let healthz = {
+            let (sick, checks) = (Arc::clone(&sick), Arc::clone(&checks));
+            move || {
+                checks.fetch_add(1, Ordering::SeqCst);
+                let status = if sick.load(Ordering::SeqCst) {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                async move { status }
+            }
+        };
+        let upstream = Upstream::handler(
             axum::Router::new()
-                .route(
-                    "/healthz",
-                    get(move || {
-                        let sick = sick.load(Ordering::SeqCst);
-                        async move {
-                            if sick {
-                                StatusCode::SERVICE_UNAVAILABLE
-                            } else {
-                                StatusCode::OK
-                            }
-                        }
-                    }),
-                )
-                .fallback(|| async { ([("x-upstream", "flapping")], "flapping") }),
+                .route("/healthz", get(healthz))
+                .fallback(move || async move { ([("x-upstream", name)], name) }),
         )
         .start()
-        .await
-    };
+        .await;
+        CheckedUpstream {
+            upstream,
+            sick,
+            checks,
+        }
+    }
+}
+
+#[tokio::test]
+async fn active_checks_take_an_upstream_out_and_bring_it_back() {
+    let CheckedUpstream {
+        upstream: flapping,
+        sick,
+        ..
+    } = CheckedUpstream::start("flapping").await;
     let steady = Upstream::echo("steady").start().await;
     let yaml = format!(
         "routes:
@@ -435,27 +457,12 @@ async fn active_checks_take_an_upstream_out_and_bring_it_back() {
 
 #[tokio::test]
 async fn a_reload_starts_and_stops_active_checks() {
-    let checks = Arc::new(AtomicUsize::new(0));
-    let sick = {
-        let checks = Arc::clone(&checks);
-        Upstream::handler(
-            axum::Router::new()
-                .route(
-                    "/healthz",
-                    get(move || {
-                        checks.fetch_add(1, Ordering::SeqCst);
-                        async { StatusCode::SERVICE_UNAVAILABLE }
-                    }),
-                )
-                .fallback(|| async { "sick" }),
-        )
-        .start()
-        .await
-    };
+    let failing = CheckedUpstream::start("failing").await;
+    failing.sick.store(true, Ordering::SeqCst);
+    let url = failing.upstream.url();
     let steady = Upstream::echo("steady").start().await;
-    let unchecked = route_to(&[sick.url(), steady.url()]);
+    let unchecked = route_to(&[url.clone(), steady.url()]);
     let router = TestRouter::with_yaml(unchecked.clone()).start().await;
-    let url = sick.url();
     assert_eq!(state_of(&router, &url).await, "healthy");
 
     // The checks follow the table a reload swaps in, with no request and
@@ -468,7 +475,7 @@ async fn a_reload_starts_and_stops_active_checks() {
         state_of(&router, &url).await == "unhealthy"
     })
     .await;
-    assert!(checks.load(Ordering::SeqCst) > 0);
+    assert!(failing.checks.load(Ordering::SeqCst) > 0);
 
     // Unchecked again: the verdict no longer counts.
     router.write_config(&unchecked);
