@@ -22,13 +22,17 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:9001".to_owned())
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let app = Router::new()
-        .route("/bytes/{n}", get(bytes))
-        .route("/sink", any(sink))
-        .fallback(|| async { "ok\n" });
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("upstream listening on {}", listener.local_addr()?);
-    axum::serve(listener, app).await
+    axum::serve(listener, app()).await
+}
+
+/// The upstream's routes, also served in-process by `pgo_train`.
+pub fn app() -> Router {
+    Router::new()
+        .route("/bytes/{n}", get(bytes))
+        .route("/sink", any(sink))
+        .fallback(|| async { "ok\n" })
 }
 
 async fn bytes(Path(n): Path<u64>) -> Body {
