@@ -36,7 +36,9 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$profile" \
 cargo build --release --example pgo_train "$@"
 LLVM_PROFILE_FILE="$profile/switchyard-%p-%m.profraw" \
   target/release/examples/pgo_train target/pgo-generate/release/switchyard
-"$PROFDATA" merge -o "$profile/switchyard.profdata" "$profile"/*.profraw
+# Only the router's own profile: the instrumented build's build scripts
+# wrote theirs into the same directory when they ran.
+"$PROFDATA" merge -o "$profile/switchyard.profdata" "$profile"/switchyard-*.profraw
 
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile/switchyard.profdata" \
   cargo build --release --target-dir target/pgo "$@"
