@@ -49,7 +49,7 @@ const PASS: [(Protocol, usize, usize, usize); 4] = [
     (Protocol::TlsH2, 2, 500, 100),
 ];
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Protocol {
     Http1,
     H2c,
