@@ -3,6 +3,8 @@
 //!
 //! The parts, each a folder, each importing only the parts listed before it:
 //!
+//! - [`pki`]: certificates and keys read from PEM files and checked, for
+//!   the TLS listener and for upstreams.
 //! - [`routes`]: the route file and what is built from it: the checked
 //!   config, the immutable table and its lookup, paths, hosts, the
 //!   explainer, the per-route counters a table holds.
@@ -23,6 +25,7 @@
 pub mod admin;
 pub mod locks;
 pub mod observe;
+pub mod pki;
 pub mod proxy;
 pub mod reload;
 pub mod routes;

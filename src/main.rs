@@ -197,7 +197,7 @@ fn check_certificates(args: &TlsPairArgs) -> bool {
                     "  {}: {} (expires {})",
                     pair.paths,
                     pair.names_joined(),
-                    switchyard::tls::pair::rfc3339(pair.not_after)
+                    switchyard::pki::rfc3339(pair.not_after)
                 );
             }
             true

@@ -10,15 +10,16 @@ use std::path::Path;
 /// Each part with its rank: a part may import parts of a lower rank only.
 /// `proxy` and `reload` are peers and must not import each other. `locks` is
 /// documentation only and, at rank 0, may import nothing.
-const PARTS: [(&str, u8); 8] = [
+const PARTS: [(&str, u8); 9] = [
     ("locks", 0),
-    ("routes", 0),
-    ("observe", 1),
-    ("proxy", 2),
-    ("reload", 2),
-    ("tls", 3),
-    ("admin", 4),
-    ("run", 5),
+    ("pki", 0),
+    ("routes", 1),
+    ("observe", 2),
+    ("proxy", 3),
+    ("reload", 3),
+    ("tls", 4),
+    ("admin", 5),
+    ("run", 6),
 ];
 
 fn rank(part: &str) -> Option<u8> {

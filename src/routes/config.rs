@@ -16,9 +16,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use url::Url;
 
+pub use crate::pki::sha256_hex;
 use crate::routes::path::canonical_path;
 
 /// A route without `timeout` waits this long for response headers; long
@@ -131,14 +131,6 @@ impl Source {
                 source,
             })
     }
-}
-
-/// The SHA-256 of `bytes` in lower-case hex, the form `sha256sum` prints.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A parsed route file: every route checked on its own, in file order.

@@ -1,13 +1,11 @@
 //! TLS on the proxy port (SPEC 4.11): certificate pairs, the live set that
 //! handshakes read without a lock, and the watcher that reloads it.
 //!
-//! - [`pair`]: reading and checking one certificate and its key.
 //! - [`certificates`]: the live set, SNI, reloads, status and metrics.
 //! - [`watch`]: following the files.
 
 pub mod certificates;
-pub mod pair;
 pub mod watch;
 
 pub use certificates::{Certificates, OnFailure, TlsError, TlsReload, TlsStatus};
-pub use pair::{PairError, PairPaths};
+pub use crate::pki::{PairError, PairPaths};

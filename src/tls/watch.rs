@@ -21,7 +21,7 @@ use crate::reload::reloader::Trigger;
 use crate::reload::watch::{
     follow, is_relevant, watched_dir, Following, WatchHandle, DEBOUNCE, POLL_INTERVAL,
 };
-use crate::routes::config::sha256_hex;
+use crate::pki::sha256_hex;
 use crate::tls::certificates::{Certificates, OnFailure, TlsReload};
 
 /// How long a pair that fails after a change may take to become whole:

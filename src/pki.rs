@@ -1,7 +1,10 @@
-//! One certificate pair: a PEM chain and its private key, read from their
-//! files and checked before it may serve (both parse, the key is the
-//! certificate's, the certificate has not expired), with the names, expiry
-//! and fingerprint that `check`, `/healthz` and the metrics show.
+//! Certificates and keys read from PEM files and checked, for every part
+//! that speaks TLS: a certificate pair (a chain and its private key: both
+//! parse, the key is the certificate's, the certificate has not expired)
+//! with the names, expiry and fingerprint that `check`, `/healthz` and the
+//! metrics show, as the TLS listener serves them and an upstream client
+//! presents them; trust anchors for verifying upstreams; and the SHA-256
+//! digests the router names files by.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 
-use crate::routes::config::sha256_hex;
+use sha2::{Digest, Sha256};
 
 /// Where one pair is read from, as given by `--tls-cert` and `--tls-key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,4 +178,12 @@ fn describe(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, SystemTime), Stri
 /// RFC 3339 UTC with whole seconds, as everything else the router prints.
 pub fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// The SHA-256 of `bytes` in lower-case hex, the form `sha256sum` prints.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
