@@ -24,8 +24,8 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use serde::Serialize;
 
-use crate::reload::reloader::{rfc3339, LastReload, Trigger};
 use crate::pki::{rfc3339 as rfc3339_string, LoadedPair, PairError, PairPaths};
+use crate::reload::reloader::{rfc3339, LastReload, Trigger};
 
 /// A certificate this close to its expiry is warned about in the log, at
 /// every load and once a day: two weeks leaves time to renew by hand when

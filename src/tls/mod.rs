@@ -7,5 +7,5 @@
 pub mod certificates;
 pub mod watch;
 
-pub use certificates::{Certificates, OnFailure, TlsError, TlsReload, TlsStatus};
 pub use crate::pki::{PairError, PairPaths};
+pub use certificates::{Certificates, OnFailure, TlsError, TlsReload, TlsStatus};

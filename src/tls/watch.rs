@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use notify::Event;
 
+use crate::pki::sha256_hex;
 use crate::reload::reloader::Trigger;
 use crate::reload::watch::{
     follow, is_relevant, watched_dir, Following, WatchHandle, DEBOUNCE, POLL_INTERVAL,
 };
-use crate::pki::sha256_hex;
 use crate::tls::certificates::{Certificates, OnFailure, TlsReload};
 
 /// How long a pair that fails after a change may take to become whole:
