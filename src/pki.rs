@@ -20,7 +20,7 @@ use x509_parser::extensions::GeneralName;
 use sha2::{Digest, Sha256};
 
 /// Where one pair is read from, as given by `--tls-cert` and `--tls-key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PairPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -126,6 +126,19 @@ impl LoadedPair {
     pub fn names_joined(&self) -> String {
         self.names.join(", ")
     }
+}
+
+/// Reads the trust anchors in a PEM bundle: every certificate in it, at
+/// least one.
+pub fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, PairError> {
+    let pem = read(path)?;
+    let roots = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| certificate_error(path, e))?;
+    if roots.is_empty() {
+        return Err(certificate_error(path, "no CERTIFICATE section"));
+    }
+    Ok(roots)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, PairError> {

@@ -28,8 +28,9 @@ use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::observe::log_writer;
-use crate::proxy::handler::{self, Listener, ProxyState, Tunnels};
+use crate::proxy::handler::{self, Listener, ProxyState};
 use crate::proxy::server::Transport;
+use crate::proxy::tunnel::Tunnels;
 use crate::proxy::{health, server};
 use crate::reload::reloader::{Reloader, Trigger};
 use crate::reload::watch;
@@ -197,6 +198,11 @@ impl Switchyard {
             hangups,
         ));
         let health_checks = health::spawn(Arc::clone(reloader.live()), reloader.swaps())?;
+        let upstream_tls = crate::tls::upstream::spawn(
+            Arc::clone(reloader.live()),
+            reloader.swaps(),
+            options.force_poll,
+        );
         let expiry_checks = certificates.clone().map(|certificates| {
             tokio::spawn(async move {
                 let mut daily = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
@@ -243,6 +249,7 @@ impl Switchyard {
         }
         hangups.abort();
         health_checks.abort();
+        upstream_tls.abort();
         if let Some(expiry_checks) = expiry_checks {
             expiry_checks.abort();
         }

@@ -147,6 +147,14 @@ pub fn route_json(spec: &RouteSpec) -> Value {
         TargetSpec::Upstreams(upstreams) => json!({
             "upstreams": upstreams.iter().map(|u| u.url.as_str()).collect::<Vec<_>>(),
             "weights": upstreams.iter().map(|u| u.weight).collect::<Vec<_>>(),
+            "protocols": upstreams.iter().map(|u| u.protocol()).collect::<Vec<_>>(),
+            "upstream_tls": spec.upstream_tls.as_ref().map(|tls| json!({
+                "ca": tls.ca.as_ref().map(|p| p.display().to_string()),
+                "cert": tls.identity.as_ref().map(|p| p.cert.display().to_string()),
+                "key": tls.identity.as_ref().map(|p| p.key.display().to_string()),
+                "server_name": tls.server_name,
+                "summary": tls.to_string(),
+            })),
             "strip_prefix": spec.strip_prefix,
             "timeout_ms": spec.timeout.as_millis() as u64,
             "health": spec.health.as_ref().map(|h| json!({

@@ -17,7 +17,9 @@
 //! bytes handed to the connection; headers not included), `request_id`,
 //! `outcome` (`complete`, `aborted` when the upstream body broke off,
 //! `incomplete` when the client left first), `listener` (`proxy`, or `tls`
-//! for the TLS listener), and `error` for proxy errors.
+//! for the TLS listener), `protocol` (what the client spoke: `HTTP/1.1` or
+//! `HTTP/2`), `upstream_protocol` (what the upstream that answered spoke;
+//! absent when none did), and `error` for proxy errors.
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -30,7 +32,7 @@ use axum::body::Body;
 use axum::response::Response;
 use axum::BoxError;
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderValue, Method, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 
 use crate::observe::log_format::{AccessLine, LineFormat};
@@ -95,6 +97,8 @@ fn trace_event(line: &AccessLine<'_>) {
         request_id = line.request_id,
         outcome = line.outcome,
         listener = line.listener,
+        protocol = line.protocol,
+        upstream_protocol = line.upstream_protocol,
         error = line.error,
         "request"
     );
@@ -107,6 +111,8 @@ pub struct Routed {
     pub route: Option<usize>,
     /// Every upstream tried, in order; the last one answered (or failed).
     pub upstreams: Tried,
+    /// The protocol the upstream that answered spoke.
+    pub upstream_version: Option<Version>,
 }
 
 /// A request being observed, from its arrival to the end of its response.
@@ -125,6 +131,7 @@ struct ExchangeState {
     table: Arc<RouteTable>,
     started: Instant,
     method: Method,
+    version: Version,
     // `Uri` and `HeaderValue` clone by reference count, not by copying.
     uri: Uri,
     host: Option<HeaderValue>,
@@ -171,6 +178,7 @@ impl Exchange {
             table,
             started: Instant::now(),
             method: request.method().clone(),
+            version: request.version(),
             uri: request.uri().clone(),
             host,
             request_id,
@@ -245,6 +253,8 @@ impl ExchangeState {
             request_id: self.request_id.to_str().unwrap_or("-"),
             outcome: outcome.label(),
             listener: self.listener,
+            protocol: protocol_name(self.version),
+            upstream_protocol: self.routed.upstream_version.map(protocol_name),
             error: self.error,
         };
         match OUTPUT.get() {
@@ -263,6 +273,17 @@ impl ExchangeState {
             || self.status.is_informational()
             || self.status == StatusCode::NO_CONTENT
             || self.status == StatusCode::NOT_MODIFIED
+    }
+}
+
+/// How the access line names an HTTP version.
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -406,6 +427,8 @@ mod tests {
                 request_id: "id-\u{7f}",
                 outcome: "aborted",
                 listener: "tls",
+                protocol: "HTTP/2",
+                upstream_protocol: Some("HTTP/1.1"),
                 error,
             };
             captured.0.lock().expect("not poisoned").clear();

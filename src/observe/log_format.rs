@@ -25,6 +25,10 @@ pub struct AccessLine<'a> {
     pub request_id: &'a str,
     pub outcome: &'static str,
     pub listener: &'static str,
+    /// The client's HTTP version, as `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
+    /// The answering upstream's HTTP version, when one answered.
+    pub upstream_protocol: Option<&'static str>,
     pub error: Option<&'static str>,
 }
 
@@ -75,6 +79,10 @@ impl AccessLine<'_> {
         pair("request_id", &pretty(self.request_id));
         pair("outcome", self.outcome.as_bytes());
         pair("listener", self.listener.as_bytes());
+        pair("protocol", self.protocol.as_bytes());
+        if let Some(upstream) = self.upstream_protocol {
+            pair("upstream_protocol", upstream.as_bytes());
+        }
         if let Some(error) = self.error {
             pair("error", &pretty(error));
         }
@@ -117,6 +125,12 @@ impl AccessLine<'_> {
         json_string(out, self.outcome);
         key("listener", out);
         json_string(out, self.listener);
+        key("protocol", out);
+        json_string(out, self.protocol);
+        if let Some(upstream) = self.upstream_protocol {
+            key("upstream_protocol", out);
+            json_string(out, upstream);
+        }
         if let Some(error) = self.error {
             key("error", out);
             json_string(out, error);
@@ -261,6 +275,8 @@ mod tests {
             request_id: "r-1",
             outcome: "complete",
             listener: "proxy",
+            protocol: "HTTP/1.1",
+            upstream_protocol: Some("HTTP/1.1"),
             error: None,
         }
     }
@@ -303,11 +319,13 @@ mod tests {
         quoted.request_id = "a \"b\"";
         quoted.host = None;
         quoted.error = Some("no_route");
+        quoted.upstream_protocol = None;
         assert_eq!(
             written(&quoted, LineFormat::Pretty, at),
             "2026-11-30T00:53:20.000042Z  INFO switchyard::access: request method=GET \
              path=\"/x=1\" route=api upstream=http://127.0.0.1:9/ status=200 duration_ms=1.5 \
-             bytes=13 request_id=\"a \\\"b\\\"\" outcome=complete listener=proxy error=no_route\n"
+             bytes=13 request_id=\"a \\\"b\\\"\" outcome=complete listener=proxy protocol=HTTP/1.1 \
+             error=no_route\n"
         );
     }
 
@@ -335,6 +353,8 @@ mod tests {
             "request_id": "r-1",
             "outcome": "complete",
             "listener": "proxy",
+            "protocol": "HTTP/1.1",
+            "upstream_protocol": "HTTP/1.1",
             "error": "no_route",
             "target": "switchyard::access",
         });

@@ -8,6 +8,7 @@ use http::StatusCode;
 use serde_json::json;
 use std::time::Duration;
 
+use crate::proxy::grpc;
 use crate::routes::counters::UpstreamErrorKind;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub enum ProxyError {
     UpstreamTimeout { route: String, timeout: Duration },
     #[error("route {route}: invalid upstream response: {detail}")]
     InvalidUpstreamResponse { route: String, detail: String },
+    #[error("route {route}: an upgrade cannot go to an HTTP/2 upstream")]
+    UpgradeUnsupported { route: String },
 }
 
 impl ProxyError {
@@ -38,6 +41,7 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::InvalidUpstreamResponse { .. } => "upstream_invalid_response",
+            ProxyError::UpgradeUnsupported { .. } => "upgrade_unsupported",
         }
     }
 
@@ -46,9 +50,9 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::UpstreamUnavailable { .. } | ProxyError::InvalidUpstreamResponse { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::InvalidUpstreamResponse { .. }
+            | ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -63,8 +67,46 @@ impl ProxyError {
             ProxyError::NoRoute { .. }
             | ProxyError::BadTarget(_)
             | ProxyError::AmbiguousFraming
-            | ProxyError::HeadersTooLarge { .. } => None,
+            | ProxyError::HeadersTooLarge { .. }
+            | ProxyError::UpgradeUnsupported { .. } => None,
         }
+    }
+
+    /// The gRPC status a gRPC client is answered with (SPEC 8), and the
+    /// message it reads.
+    pub fn grpc_code(&self) -> grpc::Code {
+        match self {
+            ProxyError::NoRoute { .. } => grpc::Code::Unimplemented,
+            ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::InvalidUpstreamResponse { .. }
+            | ProxyError::UpgradeUnsupported { .. } => grpc::Code::Unavailable,
+            ProxyError::UpstreamTimeout { .. } => grpc::Code::DeadlineExceeded,
+            // gRPC's own reading of an HTTP 400 or 431.
+            ProxyError::BadTarget(_)
+            | ProxyError::AmbiguousFraming
+            | ProxyError::HeadersTooLarge { .. } => grpc::Code::Internal,
+        }
+    }
+
+    /// The answer a client gets: JSON with an HTTP error status, or, for a
+    /// gRPC request, a trailers-only gRPC answer. No internal detail (an
+    /// address, an OS error) reaches the client either way.
+    pub fn into_answer(self, grpc_request: bool) -> Response {
+        if !grpc_request {
+            return self.into_response();
+        }
+        let message = match &self {
+            ProxyError::NoRoute { .. } => "no route".to_owned(),
+            ProxyError::UpstreamUnavailable { route, .. }
+            | ProxyError::InvalidUpstreamResponse { route, .. } => {
+                format!("{}: route {route}", self.kind())
+            }
+            ProxyError::UpstreamTimeout { route, timeout } => {
+                format!("upstream_timeout: route {route} after {timeout:?}")
+            }
+            other => other.kind().to_owned(),
+        };
+        grpc::answer(self.grpc_code(), &message)
     }
 
     /// Classifies a failed upstream exchange. Connection failures mean the
@@ -109,7 +151,8 @@ impl IntoResponse for ProxyError {
                 json!({ "error": self.kind(), "reason": self.to_string() })
             }
             ProxyError::UpstreamUnavailable { route, .. }
-            | ProxyError::InvalidUpstreamResponse { route, .. } => {
+            | ProxyError::InvalidUpstreamResponse { route, .. }
+            | ProxyError::UpgradeUnsupported { route } => {
                 json!({ "error": self.kind(), "route": route })
             }
             ProxyError::UpstreamTimeout { route, timeout } => {

@@ -30,8 +30,10 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 pub const MAX_REQUEST_ID_LEN: usize = 200;
 
 /// Removes hop-by-hop headers: `Connection` and every header it names,
-/// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`
-/// and `Upgrade`.
+/// `Keep-Alive`, `Proxy-Connection`, `TE` (unless it is exactly
+/// `trailers`: the one value HTTP/2 allows, which gRPC servers require and
+/// which says the client takes the trailers the router passes on),
+/// `Trailer`, `Transfer-Encoding` and `Upgrade`.
 ///
 /// With `keep_upgrade` (an upgrade being proxied, see [`upgrade_requested`]),
 /// `Upgrade` is kept, and if it is present the map gets `Connection: upgrade`
@@ -62,16 +64,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     let has_upgrade = present[UPGRADE_AT];
+    let keep_te = present[TE_AT] && only_trailers(headers);
     if present[CONNECTION_AT] && names_other_headers(headers) {
         for name in connection_options(headers) {
-            if name == HOST || (keep_upgrade && name == UPGRADE) {
+            if name == HOST || (keep_upgrade && name == UPGRADE) || (keep_te && name == TE) {
                 continue;
             }
             headers.remove(&name);
         }
     }
     for (hop, present) in ALWAYS_HOP_BY_HOP.iter().zip(present) {
-        if present && (*hop != UPGRADE || !keep_upgrade) {
+        let kept = (*hop == UPGRADE && keep_upgrade) || (*hop == TE && keep_te);
+        if present && !kept {
             headers.remove(hop);
         }
     }
@@ -84,6 +88,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// kept while an upgrade is proxied).
 const HOP_BY_HOP_COUNT: usize = 7;
 const CONNECTION_AT: usize = 0;
+const TE_AT: usize = 3;
 const UPGRADE_AT: usize = 6;
 static ALWAYS_HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
@@ -114,6 +119,15 @@ const HOP_BY_HOP_LENGTHS: u32 = {
     }
     bits
 };
+
+/// Whether the message's only `TE` is exactly `trailers` (SPEC 4.3).
+fn only_trailers(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(TE).iter();
+    values
+        .next()
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        && values.next().is_none()
+}
 
 /// Whether the message asks for a protocol upgrade: an `Upgrade` header and
 /// `upgrade` among the `Connection` options. Without the latter, RFC 9110
@@ -326,12 +340,29 @@ mod tests {
     }
 
     #[test]
+    fn te_trailers_alone_is_kept_even_when_connection_names_it() {
+        let mut headers = map(&[("te", "trailers"), ("connection", "TE")]);
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(values(&headers, "te"), ["trailers"]);
+
+        for other in [
+            vec![("te", "gzip")],
+            vec![("te", "trailers, deflate")],
+            vec![("te", "trailers"), ("te", "gzip")],
+        ] {
+            let mut headers = map(&other);
+            strip_hop_by_hop(&mut headers, false);
+            assert!(!headers.contains_key("te"), "{other:?}");
+        }
+    }
+
+    #[test]
     fn fixed_hop_by_hop_headers_are_removed() {
         let mut headers = map(&[
             ("connection", "keep-alive"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("trailer", "x-checksum"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),

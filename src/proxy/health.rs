@@ -18,10 +18,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use crate::proxy::handler::upstream_client;
+use crate::proxy::client::UpstreamClients;
 use crate::routes::config::HealthSpec;
 use crate::routes::table::RouteTable;
-use crate::routes::upstreams::{CheckVerdict, UpstreamHealth};
+use crate::routes::upstreams::{CheckVerdict, RouteUpstream, UpstreamHealth};
 
 /// A check running for one URL.
 struct Running {
@@ -43,14 +43,14 @@ pub fn spawn(
     live: Arc<ArcSwap<RouteTable>>,
     mut swaps: watch::Receiver<u64>,
 ) -> Result<JoinHandle<()>, reqwest::Error> {
-    let client = upstream_client()?;
+    let clients = UpstreamClients::new()?;
     Ok(tokio::spawn(async move {
         let mut running: HashMap<Url, Running> = HashMap::new();
         loop {
             // Marked seen before the load: a swap after it is announced
             // again, so the supervisor never sleeps on a stale table.
             swaps.borrow_and_update();
-            follow(&live.load_full(), &mut running, &client);
+            follow(&live.load_full(), &mut running, &clients);
             if swaps.changed().await.is_err() {
                 // The reloader is gone, and no table will follow this one.
                 std::future::pending::<()>().await;
@@ -60,24 +60,22 @@ pub fn spawn(
 }
 
 /// Makes the running checks those `table` asks for.
-fn follow(table: &RouteTable, running: &mut HashMap<Url, Running>, client: &reqwest::Client) {
+fn follow(table: &RouteTable, running: &mut HashMap<Url, Running>, clients: &UpstreamClients) {
     // The first route in file order that checks a URL decides how.
-    let mut wanted: HashMap<&Url, (&HealthSpec, &Arc<UpstreamHealth>)> = HashMap::new();
+    let mut wanted: HashMap<&Url, (&HealthSpec, &RouteUpstream)> = HashMap::new();
     for route in table.routes() {
         let Some(spec) = &route.spec.health else {
             continue;
         };
         for upstream in route.upstreams() {
-            wanted
-                .entry(&upstream.spec.url)
-                .or_insert((spec, &upstream.health));
+            wanted.entry(&upstream.spec.url).or_insert((spec, upstream));
         }
     }
     let stale: Vec<Url> = running
         .iter()
         .filter(|(url, check)| {
-            wanted.get(url).is_none_or(|(spec, health)| {
-                check.spec != **spec || !Arc::ptr_eq(&check.health, health)
+            wanted.get(url).is_none_or(|(spec, upstream)| {
+                check.spec != **spec || !Arc::ptr_eq(&check.health, &upstream.health)
             })
         })
         .map(|(url, _)| url.clone())
@@ -88,15 +86,29 @@ fn follow(table: &RouteTable, running: &mut HashMap<Url, Running>, client: &reqw
             check.stop();
         }
     }
-    for (url, (spec, health)) in wanted {
+    for (url, (spec, upstream)) in wanted {
         if running.contains_key(url) {
             continue;
         }
+        let client = match clients.for_upstream(&upstream.connect) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(upstream = %url, %error, "cannot make a client to check the upstream");
+                continue;
+            }
+        };
         tracing::info!(upstream = %url, path = %spec.path, interval = ?spec.interval, "health check started");
+        let health = &upstream.health;
         health.set_checked(true);
+        let target = format!(
+            "{}{}",
+            upstream.origin.as_str().trim_end_matches('/'),
+            spec.path
+        );
         let task = tokio::spawn(check_forever(
-            client.clone(),
+            client,
             url.clone(),
+            target,
             spec.clone(),
             Arc::clone(health),
         ));
@@ -113,13 +125,16 @@ fn follow(table: &RouteTable, running: &mut HashMap<Url, Running>, client: &reqw
 
 /// Checks one URL every `interval` and flips its verdict after `healthy`
 /// good or `unhealthy` bad answers in a row.
+/// `target` is the check's URL on the upstream's origin (the one requests
+/// go to, `http://` for an `h2c://` upstream), sent with the client its
+/// protocol asks for.
 async fn check_forever(
     client: reqwest::Client,
     url: Url,
+    target: String,
     spec: HealthSpec,
     health: Arc<UpstreamHealth>,
 ) {
-    let target = format!("{}{}", &url[..url::Position::BeforePath], spec.path);
     let mut ticks = tokio::time::interval(spec.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut good, mut bad) = (0u32, 0u32);

@@ -12,6 +12,7 @@ use std::ops::ControlFlow;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
+use crate::routes::config::UpstreamProtocol;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::canonical_path;
 use crate::routes::table::{Candidate, HostClass, RequestFacts, Route, RouteTable};
@@ -126,6 +127,8 @@ pub struct Explanation {
 pub struct UpstreamView {
     pub url: String,
     pub weight: u32,
+    /// `http/1.1`, `h2c` or `https` (`h2` or `http/1.1` by ALPN).
+    pub protocol: UpstreamProtocol,
     pub state: UpstreamState,
     pub eligible: bool,
 }
@@ -188,6 +191,7 @@ fn upstream_views(route: &Route) -> Vec<UpstreamView> {
         .map(|(u, eligible)| UpstreamView {
             url: u.spec.url.to_string(),
             weight: u.spec.weight,
+            protocol: u.spec.protocol(),
             state: u.health.state(now),
             eligible,
         })

@@ -9,6 +9,8 @@
 //! - [`counters`]: the per-route counters a table holds.
 //! - [`upstreams`]: each route's weighted round robin and the health of
 //!   every upstream URL, shared across tables.
+//! - [`upstream_tls`]: a route's `upstream_tls` built into a TLS client
+//!   configuration, replaced when its files rotate.
 
 pub mod config;
 pub mod counters;
@@ -16,4 +18,5 @@ pub mod explain;
 pub mod host;
 pub mod path;
 pub mod table;
+pub mod upstream_tls;
 pub mod upstreams;

@@ -17,10 +17,13 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use url::Url;
 
-use crate::routes::config::{Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec};
+use crate::routes::config::{
+    Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec, UpstreamTlsSpec,
+};
 use crate::routes::counters::RouteMetrics;
 use crate::routes::path::canonical_path;
-use crate::routes::upstreams::{Balancer, RouteUpstream, UpstreamCounters, UpstreamHealth};
+use crate::routes::upstream_tls::UpstreamTls;
+use crate::routes::upstreams::{Balancer, RouteUpstream, UpstreamHealth};
 
 /// What a table was built from, for the admin API and the reload log.
 #[derive(Debug, Clone)]
@@ -231,8 +234,26 @@ impl RouteTable {
             generation: None,
             unrouted: Arc::default(),
         };
+        let mut tls_settings: HashMap<UpstreamTlsSpec, Arc<UpstreamTls>> = HashMap::new();
         for spec in config.routes {
             let index = table.routes.len();
+            let tls = match &spec.upstream_tls {
+                None => None,
+                Some(setting) => Some(match tls_settings.get(setting) {
+                    Some(loaded) => Arc::clone(loaded),
+                    None => {
+                        let loaded = UpstreamTls::load(setting).map(Arc::new).map_err(|e| {
+                            ConfigError::Route {
+                                name: spec.name.clone(),
+                                message: format!("upstream_tls: {e}"),
+                                at: spec.line.0.map(|line| (line, 1)),
+                            }
+                        })?;
+                        tls_settings.insert(setting.clone(), Arc::clone(&loaded));
+                        loaded
+                    }
+                }),
+            };
             let trie = match &spec.host {
                 Some(HostPattern::Exact(host)) => table.exact.entry(host.clone()).or_default(),
                 Some(HostPattern::Wildcard(suffix)) => {
@@ -242,8 +263,8 @@ impl RouteTable {
             };
             trie.insert(&spec.prefix, index);
             let balancer = match &spec.target {
-                TargetSpec::Upstreams(upstreams) => Balancer::new(upstreams),
-                TargetSpec::Respond(_) => Balancer::new(&[]),
+                TargetSpec::Upstreams(upstreams) => Balancer::new(upstreams, tls.as_ref()),
+                TargetSpec::Respond(_) => Balancer::new(&[], None),
             };
             table.routes.push(Route {
                 spec,
@@ -313,14 +334,14 @@ impl RouteTable {
                 if let Some(shared) = health.get(&upstream.spec.url) {
                     upstream.health = Arc::clone(shared);
                 }
-                let counters: Option<&Arc<UpstreamCounters>> = old_route.and_then(|r| {
+                let old_upstream = old_route.and_then(|r| {
                     r.upstreams()
                         .iter()
                         .find(|u| u.spec.url == upstream.spec.url)
-                        .map(|u| &u.counters)
                 });
-                if let Some(counters) = counters {
-                    upstream.counters = Arc::clone(counters);
+                if let Some(old_upstream) = old_upstream {
+                    upstream.counters = Arc::clone(&old_upstream.counters);
+                    upstream.keep_tls_target(old_upstream);
                 }
             }
         }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::routes::config::UpstreamSpec;
+use crate::routes::config::{http_twin, UpstreamProtocol, UpstreamSpec};
+use crate::routes::upstream_tls::{Redirected, TlsTarget, UpstreamTls};
 
 /// Consecutive connect failures or timeouts that eject an upstream.
 pub const EJECT_AFTER_FAILURES: u32 = 3;
@@ -217,13 +218,29 @@ pub struct UpstreamCounters {
     pub ejections: AtomicU64,
 }
 
+/// Which of a worker's upstream clients sends an upstream's requests.
+#[derive(Debug, Clone)]
+pub enum Connect {
+    /// `http://`: HTTP/1.1 only.
+    Http1,
+    /// `h2c://`: cleartext HTTP/2 with prior knowledge.
+    H2c,
+    /// `https://`: ALPN, the system's trust anchors, no client certificate.
+    Https,
+    /// `https://` with the route's `upstream_tls`: a client of its own.
+    Tls(Arc<TlsTarget>),
+}
+
 /// One upstream of one route, as a table holds it.
 #[derive(Debug)]
 pub struct RouteUpstream {
     pub spec: UpstreamSpec,
     /// `scheme://host:port/`: the URL a request's path and query are set
-    /// on, parsed once per table.
+    /// on, parsed once per table. `http://` for an `h2c://` upstream, and
+    /// the `server_name` in place of the host where `upstream_tls` names
+    /// one.
     pub origin: Url,
+    pub connect: Connect,
     /// `host:port`, the metrics label.
     pub label: Box<str>,
     pub health: Arc<UpstreamHealth>,
@@ -231,17 +248,59 @@ pub struct RouteUpstream {
 }
 
 impl RouteUpstream {
-    pub fn new(spec: UpstreamSpec) -> Self {
+    /// `tls` is the route's `upstream_tls`, which only `https://` upstreams
+    /// use.
+    pub fn new(spec: UpstreamSpec, tls: Option<&Arc<UpstreamTls>>) -> Self {
         let mut origin = spec.url.clone();
         origin.set_path("/");
         origin.set_query(None);
+        let connect = match spec.protocol() {
+            UpstreamProtocol::Http1 => Connect::Http1,
+            UpstreamProtocol::H2c => {
+                // Checked when the file was read.
+                if let Ok(twin) = http_twin(&spec.url) {
+                    origin = twin;
+                }
+                Connect::H2c
+            }
+            UpstreamProtocol::Https => match tls {
+                None => Connect::Https,
+                Some(tls) => {
+                    let redirect = tls.spec.server_name.as_ref().and_then(|name| {
+                        let redirect = Redirected {
+                            server_name: name.clone(),
+                            host: spec.url.host_str()?.to_owned(),
+                            port: spec.url.port_or_known_default()?,
+                        };
+                        origin.set_host(Some(name)).ok()?;
+                        Some(redirect)
+                    });
+                    Connect::Tls(Arc::new(TlsTarget::new(Arc::clone(tls), redirect)))
+                }
+            },
+        };
         let label = spec.url[url::Position::BeforeHost..url::Position::AfterPort].into();
         RouteUpstream {
             spec,
             origin,
+            connect,
             label,
             health: Arc::default(),
             counters: Arc::default(),
+        }
+    }
+}
+
+impl RouteUpstream {
+    /// Takes over `previous`'s TLS target when both state the same
+    /// setting for the same URL, so the clients (and their connections)
+    /// that workers keep for it survive the reload; the target's setting
+    /// is the one the file watcher keeps current.
+    pub fn keep_tls_target(&mut self, previous: &RouteUpstream) {
+        if let (Connect::Tls(ours), Connect::Tls(theirs)) = (&self.connect, &previous.connect) {
+            if ours.tls.spec == theirs.tls.spec && ours.redirect == theirs.redirect {
+                self.connect = Connect::Tls(Arc::clone(theirs));
+            }
         }
     }
 }
@@ -294,10 +353,14 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    pub fn new(specs: &[UpstreamSpec]) -> Self {
+    pub fn new(specs: &[UpstreamSpec], tls: Option<&Arc<UpstreamTls>>) -> Self {
         let weights: Vec<u32> = specs.iter().map(|u| u.weight).collect();
         Balancer {
-            upstreams: specs.iter().cloned().map(RouteUpstream::new).collect(),
+            upstreams: specs
+                .iter()
+                .cloned()
+                .map(|spec| RouteUpstream::new(spec, tls))
+                .collect(),
             schedule: smooth_schedule(&weights),
             next: AtomicUsize::new(0),
         }
@@ -471,7 +534,7 @@ mod tests {
                 weight: 1,
             })
             .collect();
-        let balancer = Balancer::new(&specs);
+        let balancer = Balancer::new(&specs, None);
         let now = now_ms();
         for _ in 0..EJECT_AFTER_FAILURES {
             balancer.upstreams()[1].health.failed(now);

@@ -84,7 +84,7 @@ fn watch_loop(certificates: &Certificates, rx: &mpsc::Receiver<notify::Result<Ev
     }
 }
 
-enum Next {
+pub(crate) enum Next {
     Change,
     Quiet,
     Stopped,
@@ -92,7 +92,7 @@ enum Next {
 
 /// Waits up to `wait` for an event that can mean a file changed. Others
 /// (among them the opens and reads of the reload itself) do not count.
-fn next_change(rx: &mpsc::Receiver<notify::Result<Event>>, wait: Duration) -> Next {
+pub(crate) fn next_change(rx: &mpsc::Receiver<notify::Result<Event>>, wait: Duration) -> Next {
     let until = Instant::now() + wait;
     loop {
         match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
@@ -106,7 +106,7 @@ fn next_change(rx: &mpsc::Receiver<notify::Result<Event>>, wait: Duration) -> Ne
 
 /// Waits until no change has been seen for `quiet`; `false` once the
 /// watcher has stopped.
-fn quiet_for(rx: &mpsc::Receiver<notify::Result<Event>>, quiet: Duration) -> bool {
+pub(crate) fn quiet_for(rx: &mpsc::Receiver<notify::Result<Event>>, quiet: Duration) -> bool {
     loop {
         match next_change(rx, quiet) {
             Next::Change => {}

@@ -13,7 +13,8 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -68,6 +69,39 @@ impl TestCa {
         let key = KeyPair::generate().expect("a CA key");
         TestCa {
             issuer: CertifiedIssuer::self_signed(params, key).expect("a CA certificate"),
+        }
+    }
+
+    /// The CA's own certificate, as PEM: what a client or server that
+    /// trusts it is given.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Writes the CA's certificate as `NAME.pem` into `dir`.
+    pub fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, self.pem()).expect("write the CA certificate");
+        path
+    }
+
+    /// A client certificate (extended key usage: client authentication)
+    /// named `name`, valid from a day ago for 90 days.
+    pub fn client_leaf(&self, name: &str) -> Leaf {
+        let now = time_now();
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf parameters");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(90);
+        let key = KeyPair::generate().expect("a client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("a signed client certificate");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
         }
     }
 

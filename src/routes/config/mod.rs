@@ -66,12 +66,15 @@ impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for Checked<F> {
 
 mod locate;
 mod upstream;
+mod upstream_tls;
 mod values;
 
 use locate::{
     is_empty_document, key_positions, route_blocks, with_stand_in, yaml_message, STAND_IN,
 };
+pub use upstream::{http_twin, UpstreamProtocol};
 use upstream::{RawHealth, UpstreamList, UpstreamUrl};
+pub use upstream_tls::UpstreamTlsSpec;
 use values::{DurationValue, Prefix, RawRespond};
 pub use values::{HeaderList, MethodName};
 
@@ -212,6 +215,8 @@ pub struct RouteSpec {
     pub timeout: Duration,
     /// Active checks of this route's upstreams, if the file asks for them.
     pub health: Option<HealthSpec>,
+    /// How its `https://` upstreams are spoken to, where not by default.
+    pub upstream_tls: Option<UpstreamTlsSpec>,
 }
 
 /// One upstream of a route and its weight in the route's round robin.
@@ -219,6 +224,12 @@ pub struct RouteSpec {
 pub struct UpstreamSpec {
     pub url: Url,
     pub weight: u32,
+}
+
+impl UpstreamSpec {
+    pub fn protocol(&self) -> UpstreamProtocol {
+        UpstreamProtocol::of(&self.url)
+    }
 }
 
 /// Active health checks (SPEC 2, `health:`): `GET path` on the upstream's
@@ -266,14 +277,20 @@ impl RouteSpec {
             TargetSpec::Upstreams(upstreams) => {
                 let urls: Vec<String> = upstreams
                     .iter()
-                    .map(|u| match u.weight {
-                        1 => u.url.to_string(),
-                        weight => format!("{} (weight {weight})", u.url),
+                    .map(|u| {
+                        let protocol = u.protocol().label();
+                        match u.weight {
+                            1 => format!("{} [{protocol}]", u.url),
+                            weight => format!("{} [{protocol}] (weight {weight})", u.url),
+                        }
                     })
                     .collect();
                 text.push_str(&format!(" -> {}", urls.join(", ")));
                 if self.strip_prefix {
                     text.push_str(" (strip prefix)");
+                }
+                if let Some(tls) = &self.upstream_tls {
+                    text.push_str(&format!(" (upstream TLS: {tls})"));
                 }
             }
             TargetSpec::Respond(respond) => {
@@ -487,6 +504,8 @@ struct RawRoute {
     timeout: Option<DurationValue>,
     #[serde(default)]
     health: Option<RawHealth>,
+    #[serde(default)]
+    upstream_tls: Option<UpstreamTlsSpec>,
 }
 
 impl RawRoute {
@@ -520,6 +539,11 @@ impl RawRoute {
                         "`health` applies only to upstream routes, not `respond`",
                     ));
                 }
+                if self.upstream_tls.is_some() {
+                    return Err(fail(
+                        "`upstream_tls` applies only to https:// upstreams, not `respond`",
+                    ));
+                }
                 TargetSpec::Respond(respond.into_spec())
             }
             (None, None, None) => {
@@ -533,6 +557,17 @@ impl RawRoute {
                 ))
             }
         };
+        let speaks_tls = match &target {
+            TargetSpec::Upstreams(upstreams) => upstreams
+                .iter()
+                .any(|u| u.protocol() == UpstreamProtocol::Https),
+            TargetSpec::Respond(_) => false,
+        };
+        if self.upstream_tls.is_some() && !speaks_tls {
+            return Err(fail(
+                "`upstream_tls` applies only to https:// upstreams, and this route has none",
+            ));
+        }
         if self.methods.as_ref().is_some_and(Vec::is_empty) {
             return Err(fail("`methods` is empty, so the route could never match; list at least one method or leave it out"));
         }
@@ -553,6 +588,7 @@ impl RawRoute {
             strip_prefix: self.strip_prefix.unwrap_or(false),
             timeout: self.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
             health: self.health.map(RawHealth::into_spec),
+            upstream_tls: self.upstream_tls,
         })
     }
 }

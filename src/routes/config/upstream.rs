@@ -24,14 +24,19 @@ checked_from_str!(
 
 pub(super) fn check_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
     let url = Url::parse(text).map_err(|e| format!("upstream `{text}`: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
+    if !matches!(url.scheme(), "http" | "https" | "h2c") {
         return Err(format!(
-            "upstream `{text}`: scheme `{}` is not http or https",
+            "upstream `{text}`: scheme `{}` is not http, https or h2c",
             url.scheme()
         ));
     }
     if url.host().is_none() {
         return Err(format!("upstream `{text}` has no host"));
+    }
+    if url.scheme() == "h2c" {
+        // Requests go to its `http://` twin, which must exist: the same
+        // host and port, read by the rules of a web URL.
+        http_twin(&url).map_err(|e| format!("upstream `{text}`: {e}"))?;
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("upstream `{text}` has a query or fragment"));
@@ -42,6 +47,48 @@ pub(super) fn check_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
         ));
     }
     Ok(UpstreamUrl(url))
+}
+
+/// The protocol an upstream URL's scheme asks for (SPEC 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum UpstreamProtocol {
+    /// `http://`: HTTP/1.1.
+    #[serde(rename = "http/1.1")]
+    Http1,
+    /// `h2c://`: cleartext HTTP/2 with prior knowledge.
+    #[serde(rename = "h2c")]
+    H2c,
+    /// `https://`: `h2` or `http/1.1`, as the upstream picks by ALPN.
+    #[serde(rename = "https")]
+    Https,
+}
+
+impl UpstreamProtocol {
+    pub fn of(url: &Url) -> Self {
+        match url.scheme() {
+            "h2c" => UpstreamProtocol::H2c,
+            "https" => UpstreamProtocol::Https,
+            _ => UpstreamProtocol::Http1,
+        }
+    }
+
+    /// How `check`, `/routes` and the dashboard name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http/1.1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Https => "https",
+        }
+    }
+}
+
+/// The `http://` URL with the host and port of an `h2c://` one: `h2c` is
+/// not a scheme the URL standard knows, so its URLs are read as opaque,
+/// and the requests, whose paths must follow the rules of `http`, are
+/// built on this twin.
+pub fn http_twin(url: &Url) -> Result<Url, url::ParseError> {
+    let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
+    Url::parse(&format!("http://{authority}/"))
 }
 
 /// Reads one `upstreams` entry (a URL, or `{ url, weight }`) and refuses
