@@ -28,8 +28,9 @@ use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::observe::log_writer;
-use crate::proxy::handler::{self, Listener, ProxyState};
+use crate::proxy::handler;
 use crate::proxy::server::Transport;
+use crate::proxy::state::{Listener, ProxyState};
 use crate::proxy::tunnel::Tunnels;
 use crate::proxy::{health, server};
 use crate::reload::reloader::{Reloader, Trigger};

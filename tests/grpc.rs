@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{closed_port_url, eventually, send_raw, TestCa, TestRouter, Upstream};
+use support::{
+    closed_port_url, eventually, send_raw, SwitchyardProcess, TestCa, TestRouter, Upstream,
+};
 use switchyard::tls::PairPaths;
 use switchyard_grpc_fixture::{
     self as fixture, EchoClient, Message, RunningServer, StreamRequest, STALL, STATUS_PREFIX,
@@ -430,4 +432,163 @@ async fn raw_exchange(addr: SocketAddr, head: &[u8], body: &[u8]) -> Vec<u8> {
     tokio::time::timeout(CALL_DEADLINE, exchange)
         .await
         .expect("an answer in time")
+}
+
+/// Each way a long stream may take: 100,000 messages.
+const LONG_STREAM: u64 = 100_000;
+
+/// How much the router's resident memory may grow while a long stream
+/// passes: a few buffers and allocator slack, never the stream itself
+/// (100,000 messages of 64 bytes are 6 MiB framed).
+const RSS_GROWTH_LIMIT_KIB: u64 = 12 * 1024;
+
+#[tokio::test]
+async fn long_streams_pass_in_order_with_flat_memory() {
+    let upstream = fixture::serve_h2c().await;
+    let router = SwitchyardProcess::run_with_yaml(
+        &format!("routes:\n  echo:\n    upstream: {}\n", upstream.h2c_url()),
+        &["--workers", "1"],
+    )
+    .await;
+    let proxy: SocketAddr = router
+        .proxy_url("")
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the proxy address");
+    let mut client = fixture::connect_h2c(proxy, "echo.test").await;
+    // One short call first, so the connections and their buffers exist
+    // before the baseline is read.
+    client.unary(message(0, "")).await.expect("a first call");
+    let baseline = router.rss_kib();
+    let mut peak = baseline;
+
+    let mut received = client
+        .server_stream(StreamRequest {
+            count: LONG_STREAM,
+            size: 64,
+        })
+        .await
+        .expect("a server stream")
+        .into_inner();
+    let mut next = 0;
+    while let Some(answer) = received.next().await {
+        assert_eq!(answer.expect("a message").seq, next, "in order");
+        next += 1;
+        if next % 10_000 == 0 {
+            peak = peak.max(router.rss_kib());
+        }
+    }
+    assert_eq!(next, LONG_STREAM);
+    let after_server_stream = router.rss_kib();
+
+    let rss = || router.rss_kib();
+    let sent = tokio_stream::iter(0..LONG_STREAM).map(move |seq| Message {
+        seq,
+        payload: vec![1; 64],
+        text: String::new(),
+    });
+    let summary = tokio::time::timeout(CALL_DEADLINE * 3, client.client_stream(sent))
+        .await
+        .expect("the client stream in time")
+        .expect("a summary")
+        .into_inner();
+    assert_eq!(summary.count, LONG_STREAM);
+    assert!(summary.in_order);
+    let after_client_stream = rss();
+    peak = peak.max(after_client_stream);
+    println!(
+        "router RSS: {baseline} KiB before, {after_server_stream} KiB after {LONG_STREAM} \
+         messages down, {after_client_stream} KiB after {LONG_STREAM} up, peak sampled {peak} KiB"
+    );
+    assert!(
+        peak - baseline < RSS_GROWTH_LIMIT_KIB,
+        "the router held the stream: {baseline} -> {peak} KiB"
+    );
+}
+
+/// An HTTP/2 upstream that reads a request to its end and answers with
+/// one data frame and, as trailers, what the request's trailers said
+/// (`x-seen-checksum` for `x-checksum`), or `x-seen-checksum: none`.
+async fn trailer_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("the address");
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(
+                |request: http::Request<hyper::body::Incoming>| async move {
+                    let collected = request.into_body().collect().await?;
+                    let seen = collected
+                        .trailers()
+                        .and_then(|t| t.get("x-checksum"))
+                        .cloned()
+                        .unwrap_or_else(|| http::HeaderValue::from_static("none"));
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("x-seen-checksum", seen);
+                    let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+                        Ok(Frame::data(collected.to_bytes())),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let body = StreamBody::new(tokio_stream::iter(frames));
+                    Ok::<_, hyper::Error>(http::Response::new(body))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn request_and_response_trailers_pass_between_http2_ends() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let (upstream, _task) = trailer_echo().await;
+    let router = TestRouter::with_yaml(format!(
+        "routes:\n  trailers:\n    upstream: h2c://{upstream}\n"
+    ))
+    .start()
+    .await;
+    let tcp = tokio::net::TcpStream::connect(router.proxy_addr())
+        .await
+        .expect("connect");
+    let (mut send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an h2 connection");
+    tokio::spawn(connection);
+
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("c0ffee"));
+    let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+        Ok(Frame::data(bytes::Bytes::from_static(b"payload"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let request = http::Request::post("http://trailers.test/upload")
+        .header("te", "trailers")
+        .body(StreamBody::new(tokio_stream::iter(frames)))
+        .expect("a request");
+    let response = tokio::time::timeout(CALL_DEADLINE, send.send_request(request))
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body");
+    let trailers = collected.trailers().cloned().expect("response trailers");
+    assert_eq!(collected.to_bytes(), "payload");
+    assert_eq!(trailers["x-seen-checksum"], "c0ffee");
 }

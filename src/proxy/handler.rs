@@ -18,7 +18,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::handler::Handler;
@@ -27,77 +26,17 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
 
 use crate::observe::access::{Exchange, Routed};
-use crate::proxy::client::UpstreamClients;
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward::forward;
 use crate::proxy::grpc;
 use crate::proxy::headers::{ensure_request_id, request_authority, REQUEST_ID};
-use crate::proxy::server::{MakeApp, Peer, MAX_HEADER_BYTES};
-use crate::proxy::tunnel::Tunnels;
+use crate::proxy::server::{MakeApp, MAX_HEADER_BYTES};
+use crate::proxy::state::{Answer, ClientConnection, ProxyState, Wire};
 use crate::routes::config::RespondSpec;
 use crate::routes::counters::UpstreamErrorKind;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::canonical_path;
 use crate::routes::table::{Destination, RequestFacts, Route, RouteTable};
-
-/// Which proxy listener a request came in on: what `X-Forwarded-Proto`
-/// says and the access log's `listener` shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    Plain,
-    Tls,
-}
-
-impl Listener {
-    pub fn scheme(self) -> &'static str {
-        match self {
-            Listener::Plain => "http",
-            Listener::Tls => "https",
-        }
-    }
-
-    /// The label of the listener in logs and in `switchyard_connections_open`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Listener::Plain => "proxy",
-            Listener::Tls => "tls",
-        }
-    }
-}
-
-/// What the proxy handler needs: the live table and the upstream clients.
-#[derive(Clone)]
-pub struct ProxyState {
-    pub live: Arc<ArcSwap<RouteTable>>,
-    /// This worker's upstream clients, one per protocol setting.
-    pub clients: Arc<UpstreamClients>,
-    /// Set per listener, so a request learns its scheme without a lookup.
-    pub listener: Listener,
-    /// Per-request metrics and access log; off only to measure their cost.
-    pub observe: bool,
-    /// The upgraded connections this worker relays.
-    pub tunnels: Tunnels,
-}
-
-impl ProxyState {
-    pub fn new(live: Arc<ArcSwap<RouteTable>>, tunnels: Tunnels) -> Result<Self, reqwest::Error> {
-        Ok(ProxyState {
-            live,
-            clients: Arc::new(UpstreamClients::new()?),
-            listener: Listener::Plain,
-            observe: true,
-            tunnels,
-        })
-    }
-}
-
-/// What the requests of one client connection share: the worker's proxy
-/// state and the connection's client end. Made once per connection, so a
-/// request reaches both through one reference count.
-pub struct ClientConnection {
-    pub proxy: ProxyState,
-    pub peer: Peer,
-}
 
 /// The proxy listener's service, one per connection: every method and path
 /// goes to one handler. It is served as a service of its own, not as the
@@ -215,13 +154,6 @@ fn answer_error(
     answer_with(response, request_id, exchange, routed, failure)
 }
 
-/// A response on its way to the client: an upstream's, whose body is boxed
-/// only once, by [`answer_with`], or one made here.
-pub enum Answer {
-    Upstream(http::Response<reqwest::Body>),
-    Made(Response),
-}
-
 /// `response` as the client gets it: with the request id, and observed to
 /// the end of its body when requests are observed.
 fn answer_with<B>(
@@ -240,18 +172,6 @@ where
         Some(exchange) => exchange.respond(response, routed, error),
         None => response.map(Body::new),
     }
-}
-
-/// What the request's framing says about how it is answered, read in the
-/// same pass over its headers as routing's checks.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Wire {
-    /// A gRPC request (`content-type: application/grpc...`): the router's
-    /// own answers to it are gRPC's (SPEC 8), and `grpc-timeout` counts.
-    pub grpc: bool,
-    /// An HTTP/1.1 client that accepts trailers (`TE: trailers`): they
-    /// reach it as chunked trailers.
-    pub http1_trailers: bool,
 }
 
 /// The route `request` takes in `table`, and the canonical path it was

@@ -3,6 +3,7 @@
 //!
 //! - [`server`]: accept loop, HTTP/1.1 and HTTP/2, limits, draining.
 //! - [`handler`]: one table snapshot, route, then the route's destination.
+//! - [`state`]: what workers, connections and a request's steps share.
 //! - [`forward`]: a request to its upstreams, tries, the answer back.
 //! - [`client`]: each worker's upstream clients, one per protocol setting.
 //! - [`body`]: request bodies relayed frame by frame, trailers included.
@@ -23,4 +24,5 @@ pub mod handler;
 pub mod headers;
 pub mod health;
 pub mod server;
+pub mod state;
 pub mod tunnel;
