@@ -181,7 +181,13 @@ impl RunningServer {
 
 /// Serves Echo in cleartext HTTP/2 (prior knowledge) on `127.0.0.1:0`.
 pub async fn serve_h2c() -> RunningServer {
-    serve(Server::builder()).await
+    serve_h2c_on("127.0.0.1:0".parse().expect("an address")).await
+}
+
+/// Serves Echo in cleartext HTTP/2 (prior knowledge) on `addr`.
+pub async fn serve_h2c_on(addr: SocketAddr) -> RunningServer {
+    let listener = TcpListener::bind(addr).await.expect("bind the Echo server");
+    serve(Server::builder(), listener).await
 }
 
 /// Serves Echo over TLS with `cert_pem`/`key_pem`; with `client_ca_pem`,
@@ -198,13 +204,13 @@ pub async fn serve_tls(
     let builder = Server::builder()
         .tls_config(tls)
         .expect("a valid server TLS configuration");
-    serve(builder).await
-}
-
-async fn serve(mut builder: Server) -> RunningServer {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
+    serve(builder, listener).await
+}
+
+async fn serve(mut builder: Server, listener: TcpListener) -> RunningServer {
     let addr = listener.local_addr().expect("the server's address");
     let service = EchoService::default();
     let seen = Arc::clone(&service.seen);
