@@ -10,6 +10,9 @@
 //!   explainer, the per-route counters a table holds.
 //! - [`observe`]: what the router tells about itself: metrics, access
 //!   logs, batched log output.
+//! - [`policy`]: what a route does to a request besides choosing where it
+//!   goes: rewrites, header edits, redirects; pure functions over the
+//!   built route.
 //! - [`proxy`]: the request path: listeners, the handler, header hygiene,
 //!   errors.
 //! - [`reload`]: building a new table off to the side and swapping it in,
@@ -26,6 +29,7 @@ pub mod admin;
 pub mod locks;
 pub mod observe;
 pub mod pki;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod routes;

@@ -135,7 +135,20 @@ async fn routes_shows_the_live_table() {
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["headers", "host", "methods", "name", "prefix", "target"]
+        [
+            "cookies",
+            "headers",
+            "host",
+            "methods",
+            "name",
+            "path_regex",
+            "prefix",
+            "query",
+            "request_headers",
+            "response_headers",
+            "rewrite",
+            "target"
+        ]
     );
     assert_eq!(users["host"], "api.example.com");
     assert_eq!(users["prefix"], "/api/users");

@@ -457,7 +457,7 @@ routes:
     assert_eq!(urls[0].url.as_str(), "https://users.internal:8443/v2");
 }
 
-// Targets: exactly one of upstream / upstreams / respond.
+// Targets: exactly one of upstream / upstreams / respond / redirect.
 
 #[test]
 fn route_without_a_target_is_rejected() {
@@ -474,7 +474,7 @@ routes:
         &message,
         &[
             "routes.users",
-            "`upstream`, `upstreams` or `respond`",
+            "`upstream`, `upstreams`, `respond` or `redirect`",
             "line 4 column 3",
         ],
     );
@@ -494,7 +494,7 @@ routes:
         &message,
         &[
             "routes.users",
-            "only one of `upstream`, `upstreams` or `respond`",
+            "only one of `upstream`, `upstreams`, `respond` or `redirect`",
             "line 2 column 3",
         ],
     );
@@ -1254,7 +1254,7 @@ routes:
     assert_eq!(users.name, "users");
     assert_eq!(users.prefix, "/");
     assert_eq!(users.host, None);
-    assert!(users.headers.is_empty());
+    assert!(users.conditions.is_empty());
     assert_eq!(users.methods, None);
     assert!(!users.strip_prefix);
     assert_eq!(users.timeout, Duration::from_secs(30));

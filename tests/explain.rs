@@ -90,7 +90,7 @@ const CASES: &[Case] = &[
         headers: &[("x-canary", "1")],
         route: "users-canary",
         candidates: &["users-canary", "users"],
-        reason: "more header conditions win",
+        reason: "more conditions win",
     },
     Case {
         host: "other.org",
@@ -108,7 +108,7 @@ const CASES: &[Case] = &[
         headers: &[("x-canary", "1")],
         route: "users-canary",
         candidates: &["users-canary", "users-write", "users"],
-        reason: "more header conditions win",
+        reason: "more conditions win",
     },
     Case {
         host: "other.org",

@@ -8,13 +8,15 @@ use std::fs;
 use std::path::Path;
 
 /// Each part with its rank: a part may import parts of a lower rank only.
-/// `proxy` and `reload` are peers and must not import each other. `locks` is
+/// `proxy` and `reload` are peers and must not import each other, as are
+/// `observe` and `policy`. `locks` is
 /// documentation only and, at rank 0, may import nothing.
-const PARTS: [(&str, u8); 9] = [
+const PARTS: [(&str, u8); 10] = [
     ("locks", 0),
     ("pki", 0),
     ("routes", 1),
     ("observe", 2),
+    ("policy", 2),
     ("proxy", 3),
     ("reload", 3),
     ("tls", 4),

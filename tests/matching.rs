@@ -47,6 +47,7 @@ impl Request {
         f(&RequestFacts {
             host: host.as_deref(),
             path: &path,
+            query: None,
             method: &self.method,
             headers: &self.headers,
         })
@@ -530,8 +531,10 @@ routes:
     }
 }
 
+/// SPEC 7.1: where a name appears more than once, its first occurrence is
+/// the one tested.
 #[test]
-fn header_condition_is_met_by_any_of_several_values() {
+fn header_condition_tests_the_first_of_several_values() {
     let t = table(
         "\
 routes:
@@ -547,6 +550,17 @@ routes:
             "/",
             "GET",
             &[("x-flag", "a"), ("x-flag", "canary")]
+        )
+        .as_deref(),
+        None
+    );
+    assert_eq!(
+        route_for(
+            &t,
+            None,
+            "/",
+            "GET",
+            &[("x-flag", "canary"), ("x-flag", "a")]
         )
         .as_deref(),
         Some("canary")

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use crate::observe::metrics::NO_ROUTE;
 use crate::proxy::server::Peer;
 use crate::reload::reloader::{rfc3339, ReloadResult, Reloader, RouteDiff, Trigger};
-use crate::routes::config::{HostPattern, RouteSpec, TargetSpec};
+use crate::routes::config::{
+    HeaderEdits, HostPattern, RewriteSpec, RouteSpec, TargetSpec, Template, ValueMatch,
+};
 use crate::routes::counters::RouteMetrics;
 use crate::routes::explain::{explain, MatchQuery, NoMatch};
 use crate::routes::table::RouteTable;
@@ -135,14 +137,33 @@ async fn routes(State(state): State<AdminState>) -> Json<Value> {
 
 /// One route as the admin API and `check --diff` show it.
 pub fn route_json(spec: &RouteSpec) -> Value {
-    let headers: serde_json::Map<String, Value> = spec
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.to_string(), Value::String(value))
-        })
-        .collect();
+    let conditions = &spec.conditions;
+    let matches = |list: Vec<(&str, &ValueMatch)>| -> serde_json::Map<String, Value> {
+        list.into_iter()
+            .map(|(name, value)| (name.to_owned(), value_match_json(value)))
+            .collect()
+    };
+    let headers = matches(
+        conditions
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+            .collect(),
+    );
+    let query = matches(
+        conditions
+            .query
+            .iter()
+            .map(|(n, v)| (n.as_str(), v))
+            .collect(),
+    );
+    let cookies = matches(
+        conditions
+            .cookies
+            .iter()
+            .map(|(n, v)| (n.as_str(), v))
+            .collect(),
+    );
     let target = match &spec.target {
         TargetSpec::Upstreams(upstreams) => json!({
             "upstreams": upstreams.iter().map(|u| u.url.as_str()).collect::<Vec<_>>(),
@@ -166,14 +187,53 @@ pub fn route_json(spec: &RouteSpec) -> Value {
             })),
         }),
         TargetSpec::Respond(respond) => json!({ "respond": respond.status.as_u16() }),
+        TargetSpec::Redirect(redirect) => json!({
+            "redirect": redirect.to.source(),
+            "status": redirect.status.as_u16(),
+        }),
     };
     json!({
         "name": spec.name,
         "host": spec.host.as_ref().map(HostPattern::to_string),
         "prefix": spec.prefix,
         "headers": headers,
+        "query": query,
+        "cookies": cookies,
+        "path_regex": conditions.path_regex.as_ref().map(|p| p.source()),
         "methods": spec.methods.as_ref().map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>()),
         "target": target,
+        "rewrite": spec.rewrite.as_ref().map(|r| match r {
+            RewriteSpec::Prefix(prefix) => json!({ "prefix": prefix }),
+            RewriteSpec::Regex { pattern, to } => json!({ "regex": pattern.source(), "to": to }),
+        }),
+        "request_headers": edits_json(&spec.request_headers),
+        "response_headers": edits_json(&spec.response_headers),
+    })
+}
+
+/// A condition's value as the route file writes it.
+fn value_match_json(value: &ValueMatch) -> Value {
+    match value {
+        ValueMatch::Exact(text) => json!(text),
+        ValueMatch::Regex(pattern) => json!({ "regex": pattern.source() }),
+        ValueMatch::Present(present) => json!({ "present": present }),
+    }
+}
+
+/// Header edits as the route file writes them; `null` when there are none.
+fn edits_json(edits: &HeaderEdits) -> Value {
+    if edits.is_empty() {
+        return Value::Null;
+    }
+    let values = |list: &[(http::HeaderName, Template)]| -> serde_json::Map<String, Value> {
+        list.iter()
+            .map(|(name, template)| (name.to_string(), json!(template.source())))
+            .collect()
+    };
+    json!({
+        "remove": edits.remove.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        "set": values(&edits.set),
+        "add": values(&edits.add),
     })
 }
 

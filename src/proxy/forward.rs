@@ -11,19 +11,21 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use http::header::{HOST, TRAILER};
-use http::{HeaderValue, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, StatusCode, Version};
 use http_body::Body as _;
 use url::Url;
 
 use crate::observe::access::Routed;
+use crate::policy::edits::{self, EditContext};
+use crate::policy::rewrite::path_for_upstream;
 use crate::proxy::body::{BodyHandoff, Relayed};
 use crate::proxy::deadline::timeout_at;
 use crate::proxy::error::ProxyError;
 use crate::proxy::grpc::{self, GRPC_TRAILERS};
-use crate::proxy::headers::{set_forwarded, strip_hop_by_hop, upgrade_requested};
+use crate::proxy::headers::{set_forwarded, strip_hop_by_hop, upgrade_requested, REQUEST_ID};
 use crate::proxy::state::{Answer, ClientConnection, Wire};
 use crate::proxy::tunnel::switch_protocols;
-use crate::routes::path::upstream_path;
+use crate::routes::host::host_of_authority;
 use crate::routes::table::Route;
 use crate::routes::upstreams::{now_ms, Connect, RouteUpstream};
 
@@ -34,11 +36,12 @@ use crate::routes::upstreams::{now_ms, Connect, RouteUpstream};
 /// on every request. The setters apply the rules a parse would, and escape
 /// a `#` in the query instead of starting a fragment, as the query meant.
 fn request_url(route: &Route, upstream: &RouteUpstream, path: &str, query: Option<&str>) -> Url {
-    let path = upstream_path(
+    let path = path_for_upstream(
         upstream.spec.url.path(),
         &route.spec.prefix,
         path,
         route.spec.strip_prefix,
+        route.spec.rewrite.as_ref(),
     );
     let mut url = upstream.origin.clone();
     url.set_path(&path);
@@ -75,6 +78,10 @@ pub fn forward<'a>(
     // header itself, already in place.
     if let Some(host) = original_host.filter(|_| parts.uri.authority().is_some()) {
         headers.insert(HOST, host);
+    }
+    // The route's own edits come last (SPEC 7.2), so it can set `Host`.
+    if !route.spec.request_headers.is_empty() {
+        edit_request(route, headers, connection);
     }
 
     // A request without a body must not gain one: a stream body would make
@@ -185,6 +192,29 @@ pub fn forward<'a>(
         // complete.
         Ok(Answer::Upstream(response))
     }
+}
+
+/// Applies the route's `request_headers` (SPEC 7.2), after the router's
+/// own edits: `Host` is the host the client sent, and the request id is in
+/// place.
+#[cold]
+#[inline(never)]
+fn edit_request(route: &Route, headers: &mut HeaderMap, connection: &ClientConnection) {
+    let request_id = headers
+        .get(REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("-"));
+    let host = headers
+        .get(HOST)
+        .cloned()
+        .and_then(|host| host_of_authority(&host).map(Cow::into_owned));
+    let context = EditContext {
+        client_ip: connection.peer.forwarded_for.as_header_value(),
+        request_id: &request_id,
+        host: host.as_deref(),
+        scheme: connection.proxy.listener.scheme(),
+    };
+    edits::apply(&route.spec.request_headers, headers, &context);
 }
 
 /// The `Trailer` header an HTTP/1.1 client that accepts trailers (`TE:

@@ -26,13 +26,15 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
 
 use crate::observe::access::{Exchange, Routed};
+use crate::policy::edits::{self, EditContext};
+use crate::policy::redirect::{self, RedirectContext};
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward::forward;
 use crate::proxy::grpc;
 use crate::proxy::headers::{ensure_request_id, request_authority, REQUEST_ID};
 use crate::proxy::server::{MakeApp, MAX_HEADER_BYTES};
-use crate::proxy::state::{Answer, ClientConnection, ProxyState, Wire};
-use crate::routes::config::RespondSpec;
+use crate::proxy::state::{Answer, ClientConnection, Listener, ProxyState, Wire};
+use crate::routes::config::{RedirectSpec, RespondSpec};
 use crate::routes::counters::UpstreamErrorKind;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::canonical_path;
@@ -108,12 +110,26 @@ fn handle(
         // Routing is synchronous; only the forwarding awaits, so the request
         // lives in one future, not in one per layer of calls.
         let (picked, wire) = pick_route(&table, &request, authority.as_ref());
+        // A route whose answers get `response_headers`, with what their
+        // placeholders need; `None` for nearly every request.
+        let mut edited = None;
         let answer = match picked {
             Err(error) => Err(error),
             Ok((route, path)) => {
                 routed.route = Some(route.index);
+                if !route.spec.response_headers.is_empty() {
+                    edited = Some((route, authority.clone(), request_id.clone()));
+                }
                 match route.destination() {
                     Destination::Respond(respond) => Ok(Answer::Made(fixed_response(respond))),
+                    Destination::Redirect(redirect) => Ok(Answer::Made(redirect_answer(
+                        route,
+                        redirect,
+                        &request,
+                        authority.as_ref(),
+                        &path,
+                        connection.proxy.listener,
+                    ))),
                     Destination::Upstreams(_) => {
                         let routed = &mut routed;
                         forward(&connection, route, routed, &path, request, authority, wire).await
@@ -121,14 +137,73 @@ fn handle(
                 }
             }
         };
-        match answer {
+        let mut response = match answer {
             Ok(Answer::Upstream(response)) => {
                 answer_with(response, request_id, exchange, routed, None)
             }
             Ok(Answer::Made(response)) => answer_with(response, request_id, exchange, routed, None),
             Err(error) => answer_error(error, wire.grpc, request_id, exchange, routed),
+        };
+        if let Some((route, host, request_id)) = edited {
+            edit_answer(
+                route,
+                &mut response,
+                &connection,
+                host.as_ref(),
+                &request_id,
+            );
         }
+        response
     }
+}
+
+/// Applies the route's `response_headers` to its answer (SPEC 7.2),
+/// whatever made it: the upstream, `respond`, `redirect` or the router's
+/// own error.
+#[cold]
+#[inline(never)]
+fn edit_answer(
+    route: &Route,
+    response: &mut Response,
+    connection: &ClientConnection,
+    authority: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    let host = authority.and_then(host_of_authority);
+    let context = EditContext {
+        client_ip: connection.peer.forwarded_for.as_header_value(),
+        request_id,
+        host: host.as_deref(),
+        scheme: connection.proxy.listener.scheme(),
+    };
+    edits::apply(
+        &route.spec.response_headers,
+        response.headers_mut(),
+        &context,
+    );
+}
+
+/// A `redirect` route's answer (SPEC 7.3). Out of line, as every path the
+/// common request does not take.
+#[cold]
+#[inline(never)]
+fn redirect_answer(
+    route: &Route,
+    redirect: &RedirectSpec,
+    request: &Request,
+    authority: Option<&HeaderValue>,
+    path: &str,
+    listener: Listener,
+) -> Response {
+    let host = authority.and_then(host_of_authority);
+    let context = RedirectContext {
+        scheme: listener.scheme(),
+        host: host.as_deref(),
+        path,
+        prefix: &route.spec.prefix,
+        query: request.uri().query(),
+    };
+    redirect::response(redirect, &context)
 }
 
 /// The client's answer to a request that failed. Out of line, as every
@@ -229,6 +304,7 @@ fn route_of<'t>(
     let facts = RequestFacts {
         host: host.as_deref(),
         path: &path,
+        query: request.uri().query(),
         method: request.method(),
         headers: request.headers(),
     };

@@ -200,6 +200,11 @@ pub fn set_forwarded(
 pub struct ClientAddress(HeaderValue);
 
 impl ClientAddress {
+    /// The address as a header value, as `X-Forwarded-For` writes it.
+    pub fn as_header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
     pub fn new(client: IpAddr) -> Self {
         // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`;
         // upstreams and log readers expect the plain IPv4 form.

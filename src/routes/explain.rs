@@ -12,6 +12,7 @@ use std::ops::ControlFlow;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
+use crate::routes::conditions;
 use crate::routes::config::UpstreamProtocol;
 use crate::routes::host::host_of_authority;
 use crate::routes::path::canonical_path;
@@ -23,14 +24,17 @@ use crate::routes::upstreams::{now_ms, UpstreamState};
 pub const MAX_HEADER_PARAMS: usize = 64;
 
 /// The request described by the query string
-/// `host=H&path=P[&method=M][&header=name:value...]`.
+/// `host=H&path=P[&method=M][&header=name:value...][&query=Q][&cookie=name:value...]`.
 #[derive(Debug)]
 pub struct MatchQuery {
     /// Normalized like the proxy's: lower-case, port and trailing dot dropped.
     pub host: Option<String>,
     pub raw_path: String,
     pub method: Method,
+    /// `header=` parameters, and the `cookie=` ones as one `Cookie` header.
     pub headers: HeaderMap,
+    /// The request's query string, as `a=1&b=2`.
+    pub query: Option<String>,
 }
 
 impl MatchQuery {
@@ -41,6 +45,8 @@ impl MatchQuery {
         let mut path = None;
         let mut method = None;
         let mut headers = HeaderMap::new();
+        let mut request_query = None;
+        let mut cookies: Vec<String> = Vec::new();
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "host" => host = Some(value.into_owned()),
@@ -63,9 +69,19 @@ impl MatchQuery {
                         .map_err(|_| format!("header value `{header_value}` is not valid"))?;
                     headers.append(name, header_value);
                 }
+                "query" => request_query = Some(value.into_owned()),
+                "cookie" => {
+                    if cookies.len() == MAX_HEADER_PARAMS {
+                        return Err(format!("more than {MAX_HEADER_PARAMS} `cookie` parameters"));
+                    }
+                    let (name, cookie_value) = value
+                        .split_once(':')
+                        .ok_or_else(|| format!("cookie `{value}` is not `name:value`"))?;
+                    cookies.push(format!("{}={}", name.trim(), cookie_value.trim()));
+                }
                 other => {
                     return Err(format!(
-                        "unknown parameter `{other}` (expected host, path, method, header)"
+                        "unknown parameter `{other}` (expected host, path, method, header, query, cookie)"
                     ))
                 }
             }
@@ -83,11 +99,17 @@ impl MatchQuery {
                 )
             }
         };
+        if !cookies.is_empty() {
+            let cookie = HeaderValue::try_from(cookies.join("; "))
+                .map_err(|_| "the `cookie` parameters are not a valid Cookie header".to_owned())?;
+            headers.append(http::header::COOKIE, cookie);
+        }
         Ok(MatchQuery {
             host,
             raw_path: path.ok_or("missing parameter `path`")?,
             method: method.unwrap_or(Method::GET),
             headers,
+            query: request_query,
         })
     }
 }
@@ -102,9 +124,23 @@ pub struct CandidateView {
     pub host: Option<String>,
     pub prefix: String,
     pub prefix_segments: usize,
-    /// How many header conditions the route has (all of them hold).
-    pub headers: usize,
+    /// How many conditions the route has (all of them hold): each entry of
+    /// `headers`, `query` and `cookies`, and `path_regex`.
+    pub conditions: usize,
+    /// Each of them, as `check` prints it.
+    pub condition_list: Vec<String>,
     pub methods: Option<Vec<String>>,
+}
+
+/// A route whose host and prefix match the request, but not the rest.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct RejectedView {
+    pub route: String,
+    /// The first condition that does not hold, as `check` prints it, or
+    /// `methods`.
+    pub failed: String,
+    /// What the request had instead.
+    pub saw: String,
 }
 
 /// The `/routes/match` answer when a route matched.
@@ -116,6 +152,9 @@ pub struct Explanation {
     pub method: String,
     /// Every matching route, the winner first, in precedence order.
     pub candidates: Vec<CandidateView>,
+    /// Routes with a matching host and prefix whose conditions or methods
+    /// did not hold, and the condition that decided.
+    pub rejected: Vec<RejectedView>,
     pub reason: String,
     /// The winner's upstreams and whether each would take a request now
     /// (empty for a `respond` route).
@@ -147,12 +186,32 @@ pub fn explain(table: &RouteTable, query: &MatchQuery) -> Result<Explanation, No
     let facts = RequestFacts {
         host: query.host.as_deref(),
         path: &path,
+        query: query.query.as_deref(),
         method: &query.method,
         headers: &query.headers,
     };
     let mut found: Vec<Candidate<'_>> = Vec::new();
     let _ = table.candidates(&facts, |candidate| {
         found.push(candidate);
+        ControlFlow::Continue(())
+    });
+    let mut rejected = Vec::new();
+    let _ = table.along(&facts, |candidate| {
+        let route = candidate.route;
+        if !route.accepts_method(&query.method) {
+            rejected.push(RejectedView {
+                route: route.name().to_owned(),
+                failed: "methods".to_owned(),
+                saw: query.method.to_string(),
+            });
+        } else if let Some(failing) = conditions::failing(&route.spec.conditions, &facts) {
+            let (failed, saw) = failing.describe(&facts);
+            rejected.push(RejectedView {
+                route: route.name().to_owned(),
+                failed,
+                saw,
+            });
+        }
         ControlFlow::Continue(())
     });
     let Some(winner) = found.first() else {
@@ -176,6 +235,7 @@ pub fn explain(table: &RouteTable, query: &MatchQuery) -> Result<Explanation, No
         host: query.host.clone(),
         method: query.method.to_string(),
         candidates: found.iter().map(view).collect(),
+        rejected,
         reason,
         upstreams: upstream_views(winner.route),
     })
@@ -224,12 +284,15 @@ fn why_first(winner: &Candidate<'_>, other: &Candidate<'_>) -> String {
         );
     }
     let (ours, theirs) = (
-        winner.route.spec.headers.len(),
-        other.route.spec.headers.len(),
+        winner.route.spec.conditions.count(),
+        other.route.spec.conditions.count(),
     );
     match ours.cmp(&theirs) {
         Ordering::Greater => {
-            return format!("more header conditions win: {ours} over {theirs}");
+            return format!(
+                "more conditions win: {ours} ({}) over {theirs}",
+                winner.route.spec.conditions.describe().join(", ")
+            );
         }
         Ordering::Less | Ordering::Equal => {}
     }
@@ -257,7 +320,8 @@ fn view(candidate: &Candidate<'_>) -> CandidateView {
         host: spec.host.as_ref().map(ToString::to_string),
         prefix: spec.prefix.clone(),
         prefix_segments: candidate.prefix_segments,
-        headers: spec.headers.len(),
+        conditions: spec.conditions.count(),
+        condition_list: spec.conditions.describe(),
         methods: spec
             .methods
             .as_ref()

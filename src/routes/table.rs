@@ -14,14 +14,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
 
+use crate::routes::conditions;
 use crate::routes::config::{
-    Config, ConfigError, HostPattern, RespondSpec, RouteSpec, TargetSpec, UpstreamTlsSpec,
+    Config, ConfigError, HostPattern, RedirectSpec, RespondSpec, RouteSpec, TargetSpec,
+    UpstreamTlsSpec,
 };
 use crate::routes::counters::RouteMetrics;
 use crate::routes::path::canonical_path;
+pub use crate::routes::request::RequestFacts;
 use crate::routes::upstream_tls::UpstreamTls;
 use crate::routes::upstreams::{Balancer, RouteUpstream, UpstreamHealth};
 
@@ -67,8 +70,11 @@ pub struct Route {
     /// The upstreams and their round robin, for an upstream route. The
     /// rotation lives in the table, so a reload starts it afresh; health
     /// is shared with the tables before and after (see `upstreams`).
-    /// Empty for a `respond` route.
+    /// Empty for a `respond` or `redirect` route.
     balancer: Balancer,
+    /// Whether the route has conditions beyond host, prefix and method,
+    /// read once per table so a route without them pays one load.
+    conditional: bool,
 }
 
 impl Route {
@@ -82,6 +88,7 @@ impl Route {
         match &self.spec.target {
             TargetSpec::Upstreams(_) => Destination::Upstreams(&self.balancer),
             TargetSpec::Respond(respond) => Destination::Respond(respond),
+            TargetSpec::Redirect(redirect) => Destination::Redirect(redirect),
         }
     }
 
@@ -101,37 +108,28 @@ impl Route {
 
     /// Whether the conditions beyond host and prefix hold for this request.
     fn accepts(&self, request: &RequestFacts<'_>) -> bool {
-        // HEAD is GET without the body, so a route that allows GET allows
-        // HEAD too, as nginx's `limit_except GET` does.
-        let methods_ok = self.spec.methods.as_ref().is_none_or(|methods| {
-            methods.contains(request.method)
-                || (request.method == Method::HEAD && methods.contains(&Method::GET))
-        });
-        methods_ok
-            && self
-                .spec
-                .headers
-                .iter()
-                .all(|(name, value)| request.headers.get_all(name).iter().any(|v| v == value))
+        self.accepts_method(request.method)
+            && (!self.conditional || conditions::accepts(&self.spec.conditions, request))
+    }
+
+    /// Whether the route takes `method`. HEAD is GET without the body, so
+    /// a route that allows GET allows HEAD too, as nginx's `limit_except
+    /// GET` does.
+    pub fn accepts_method(&self, method: &Method) -> bool {
+        self.spec.methods.as_ref().is_none_or(|methods| {
+            methods.contains(method) || (method == Method::HEAD && methods.contains(&Method::GET))
+        })
     }
 }
 
 /// Where one request goes: to the route's upstreams (one picked per try,
-/// see [`Balancer::pick`]) or to the router's own fixed
-/// response.
+/// see [`Balancer::pick`]), to the router's own fixed response, or to a
+/// redirect the router answers.
 #[derive(Debug, Clone, Copy)]
 pub enum Destination<'a> {
     Upstreams(&'a Balancer),
     Respond(&'a RespondSpec),
-}
-
-/// The parts of a request that routing looks at; `path` is canonical.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    pub host: Option<&'a str>,
-    pub path: &'a str,
-    pub method: &'a Method,
-    pub headers: &'a HeaderMap,
+    Redirect(&'a RedirectSpec),
 }
 
 /// How a candidate's host condition relates to the request.
@@ -264,9 +262,10 @@ impl RouteTable {
             trie.insert(&spec.prefix, index);
             let balancer = match &spec.target {
                 TargetSpec::Upstreams(upstreams) => Balancer::new(upstreams, tls.as_ref()),
-                TargetSpec::Respond(_) => Balancer::new(&[], None),
+                TargetSpec::Respond(_) | TargetSpec::Redirect(_) => Balancer::new(&[], None),
             };
             table.routes.push(Route {
+                conditional: !spec.conditions.is_empty(),
                 spec,
                 index,
                 metrics: Arc::default(),
@@ -417,22 +416,35 @@ impl RouteTable {
         request: &RequestFacts<'_>,
         mut f: impl FnMut(Candidate<'t>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
+        self.along(request, |candidate| {
+            if candidate.route.accepts(request) {
+                f(candidate)
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+    }
+
+    /// Visits every route whose host and prefix match `request`, whatever
+    /// its other conditions say, in precedence order: what
+    /// [`RouteTable::candidates`] filters, and what the explainer reads to
+    /// say why a route did not match.
+    pub fn along<'t>(
+        &'t self,
+        request: &RequestFacts<'_>,
+        mut f: impl FnMut(Candidate<'t>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
         // Path segments after the leading "/"; "/a/b/" gives "a", "b", "",
         // and the empty segment simply matches no child. Split lazily, so a
-        // lookup allocates nothing and reads no further than the trie goes.
+        // walk allocates nothing and reads no further than the trie goes.
         let path = || request.path.split('/').skip(1);
         let mut visit_trie = |trie: &'t Node, host: HostClass| {
             trie.visit(path(), 0, &mut |index, depth| {
-                let route = &self.routes[index];
-                if route.accepts(request) {
-                    f(Candidate {
-                        route,
-                        host,
-                        prefix_segments: depth,
-                    })
-                } else {
-                    ControlFlow::Continue(())
-                }
+                f(Candidate {
+                    route: &self.routes[index],
+                    host,
+                    prefix_segments: depth,
+                })
             })
         };
         for (trie, host) in self.tries_for(request.host) {
@@ -468,10 +480,21 @@ impl RouteTable {
                 .map_err(|e| bad(format!("path `{}`: {e}", test.path)))?;
             let host = test.host.as_ref().map(|h| h.to_ascii_lowercase());
             let method = test.method.as_ref().map_or(Method::GET, |m| m.0.clone());
-            let headers: HeaderMap = test.headers.0.iter().cloned().collect();
+            let mut headers: HeaderMap = test.headers.0.iter().cloned().collect();
+            if !test.cookies.is_empty() {
+                let pairs: Vec<String> = test
+                    .cookies
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let cookie = HeaderValue::try_from(pairs.join("; "))
+                    .map_err(|_| bad("`cookies` do not make a valid Cookie header".to_owned()))?;
+                headers.append(http::header::COOKIE, cookie);
+            }
             let request = RequestFacts {
                 host: host.as_deref(),
                 path: &path,
+                query: test.query.as_deref(),
                 method: &method,
                 headers: &headers,
             };
@@ -541,14 +564,15 @@ impl<'t> Iterator for HostTries<'t, '_> {
     }
 }
 
-/// Orders routes that share a host class and prefix: more header conditions
-/// first, then a route with `methods` before one without, then file order
-/// (the sort is stable).
+/// Orders routes that share a host class and prefix: more conditions
+/// first (each entry of `headers`, `query` and `cookies`, and
+/// `path_regex`), then a route with `methods` before one without, then
+/// file order (the sort is stable).
 fn precedence(a: &Route, b: &Route) -> std::cmp::Ordering {
     b.spec
-        .headers
-        .len()
-        .cmp(&a.spec.headers.len())
+        .conditions
+        .count()
+        .cmp(&a.spec.conditions.count())
         .then_with(|| b.spec.methods.is_some().cmp(&a.spec.methods.is_some()))
 }
 
@@ -564,7 +588,7 @@ fn check_conflicts(routes: &[RouteSpec]) -> Result<(), ConfigError> {
     type Key<'a> = (
         &'a Option<HostPattern>,
         &'a str,
-        &'a [(HeaderName, HeaderValue)],
+        Vec<String>,
         Option<&'a [Method]>,
     );
     let mut seen: HashMap<Key<'_>, &str> = HashMap::with_capacity(routes.len());
@@ -572,7 +596,7 @@ fn check_conflicts(routes: &[RouteSpec]) -> Result<(), ConfigError> {
         let key = (
             &route.host,
             route.prefix.as_str(),
-            route.headers.as_slice(),
+            route.conditions.describe(),
             route.methods.as_deref(),
         );
         if let Some(first) = seen.insert(key, &route.name) {

@@ -97,20 +97,27 @@ pub(super) fn with_stand_in(text: &str, block: &RouteBlock, index: usize) -> Str
 /// serde_yaml's message, with the position made exact where serde_yaml
 /// leaves it out or puts it at the start of the enclosing mapping.
 ///
-/// Two cases need help. serde's derived code raises `duplicate field`
+/// Three cases need help. serde's derived code raises `duplicate field`
 /// after reading the whole mapping, so serde_yaml places it at the
-/// mapping's first key; the repeated key is found in the text instead. And
-/// serde_yaml prints no position at all for line 1 column 1.
+/// mapping's first key; the repeated key is found in the text instead. A
+/// field whose parts are only checked together once it has been read
+/// (`rewrite`, `upstream_tls`) says so by starting its message with its
+/// name in backticks (`` `rewrite`: ... ``), and is placed at its key the
+/// same way. And serde_yaml prints no position at all for line 1 column 1.
 pub(super) fn yaml_message(error: &serde_yaml::Error, text: &str) -> String {
     let message = error.to_string();
     let (bare, _) = message.rsplit_once(" at line ").unwrap_or((&message, ""));
-    let located = bare
-        .split_once("duplicate field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .and_then(|(field, _)| {
-            let mapping = bare.split_once(": ").map_or("", |(path, _)| path);
-            repeated_key_position(text, mapping, field)
-        })
+    let (mapping, said) = bare.split_once(": ").unwrap_or(("", bare));
+    let duplicate = said
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.split_once('`'))
+        .and_then(|(field, _)| key_position(text, mapping, field, 2));
+    let whole_field = || {
+        let (field, _) = said.strip_prefix('`')?.split_once("`: ")?;
+        key_position(text, mapping, field, 1)
+    };
+    let located = duplicate
+        .or_else(whole_field)
         .or_else(|| error.location().map(|l| (l.line(), l.column())));
     match located {
         Some((line, column)) => format!("{bare} at line {line} column {column}"),
@@ -118,11 +125,11 @@ pub(super) fn yaml_message(error: &serde_yaml::Error, text: &str) -> String {
     }
 }
 
-/// Where `field` appears for the second time among the keys of the mapping
+/// Where `field` appears for the `nth` time among the keys of the mapping
 /// at `path` (`""` for the top level, `routes.NAME` for a route): the keys
 /// one indentation level below the mapping's own key, until the mapping
 /// ends. Block-style YAML only; anything else keeps serde_yaml's position.
-pub(super) fn repeated_key_position(text: &str, path: &str, field: &str) -> Option<(usize, usize)> {
+fn key_position(text: &str, path: &str, field: &str, nth: usize) -> Option<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
     let (start, parent_indent) = match path {
         "" => (0, None),
@@ -152,7 +159,7 @@ pub(super) fn repeated_key_position(text: &str, path: &str, field: &str) -> Opti
             .map(|k| k.trim().trim_matches(['"', '\'']));
         if key == Some(field) {
             seen += 1;
-            if seen == 2 {
+            if seen == nth {
                 return Some((index + 1, indent + 1));
             }
         }

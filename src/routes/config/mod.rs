@@ -10,7 +10,10 @@
 //! - this file: the checked types, the errors, [`parse`] and the route;
 //! - `locate`: where each route and key stands in the file;
 //! - `values`: prefixes, hosts, methods, durations, statuses, headers;
-//! - `upstream`: upstream URLs, weights and health checks.
+//! - `upstream`: upstream URLs, weights and health checks;
+//! - `upstream_tls`: trust anchors and client certificates for upstreams;
+//! - `conditions`: `headers`, `query`, `cookies` and `path_regex`;
+//! - `policy`: `rewrite`, header edits and `redirect`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -18,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use url::Url;
@@ -64,13 +67,20 @@ impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for Checked<F> {
     }
 }
 
+mod conditions;
 mod locate;
+mod policy;
 mod upstream;
 mod upstream_tls;
 mod values;
 
+pub use conditions::{Conditions, Pattern, ValueMatch, REGEX_SIZE_LIMIT};
+use conditions::{HeaderConditions, NameConditions, WholePattern};
 use locate::{
     is_empty_document, key_positions, route_blocks, with_stand_in, yaml_message, STAND_IN,
+};
+pub use policy::{
+    HeaderEdits, Piece, Placeholder, RedirectSpec, RewriteSpec, Template, DEFAULT_REDIRECT_STATUS,
 };
 pub use upstream::{http_twin, UpstreamProtocol};
 use upstream::{RawHealth, UpstreamList, UpstreamUrl};
@@ -114,7 +124,7 @@ pub enum ConfigError {
         message: String,
         at: Option<(usize, usize)>,
     },
-    #[error("routes.{second}: same host, prefix, headers and methods as route `{first}`{}", at_line(*line))]
+    #[error("routes.{second}: same host, prefix, conditions and methods as route `{first}`{}", at_line(*line))]
     Conflict {
         first: String,
         second: String,
@@ -206,12 +216,16 @@ pub struct RouteSpec {
     /// Canonical form: "/" or "/a/b", never a trailing slash.
     pub prefix: String,
     pub host: Option<HostPattern>,
-    /// Lower-case names; sorted so that equal sets compare equal.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `headers`, `query`, `cookies`, `path_regex` (SPEC 7.1).
+    pub conditions: Conditions,
     /// Sorted and deduplicated.
     pub methods: Option<Vec<Method>>,
     pub target: TargetSpec,
     pub strip_prefix: bool,
+    pub rewrite: Option<RewriteSpec>,
+    pub request_headers: HeaderEdits,
+    /// Applied to every answer of the route, the router's own included.
+    pub response_headers: HeaderEdits,
     pub timeout: Duration,
     /// Active checks of this route's upstreams, if the file asks for them.
     pub health: Option<HealthSpec>,
@@ -263,11 +277,9 @@ impl RouteSpec {
             text.push_str(&format!("host {host} "));
         }
         text.push_str(&format!("prefix {}", self.prefix));
-        for (name, value) in &self.headers {
-            text.push_str(&format!(
-                " {name}={}",
-                String::from_utf8_lossy(value.as_bytes())
-            ));
+        for condition in self.conditions.describe() {
+            text.push(' ');
+            text.push_str(&condition);
         }
         if let Some(methods) = &self.methods {
             let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
@@ -289,12 +301,36 @@ impl RouteSpec {
                 if self.strip_prefix {
                     text.push_str(" (strip prefix)");
                 }
+                if let Some(rewrite) = &self.rewrite {
+                    text.push_str(&format!(" (rewrite {rewrite})"));
+                }
                 if let Some(tls) = &self.upstream_tls {
                     text.push_str(&format!(" (upstream TLS: {tls})"));
                 }
             }
             TargetSpec::Respond(respond) => {
                 text.push_str(&format!(" -> respond {}", respond.status.as_u16()));
+            }
+            TargetSpec::Redirect(redirect) => {
+                text.push_str(&format!(
+                    " -> redirect {} {}",
+                    redirect.status.as_u16(),
+                    redirect.to.source()
+                ));
+            }
+        }
+        let edits = [
+            ("request headers", &self.request_headers),
+            ("response headers", &self.response_headers),
+        ];
+        for (what, edit) in edits {
+            if !edit.is_empty() {
+                text.push_str(&format!(
+                    " ({what}: {} removed, {} set, {} added)",
+                    edit.remove.len(),
+                    edit.set.len(),
+                    edit.add.len()
+                ));
             }
         }
         text
@@ -321,6 +357,7 @@ impl fmt::Display for HostPattern {
 pub enum TargetSpec {
     Upstreams(Vec<UpstreamSpec>),
     Respond(RespondSpec),
+    Redirect(RedirectSpec),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -341,6 +378,11 @@ pub struct RouteTest {
     pub method: Option<MethodName>,
     #[serde(default)]
     pub headers: HeaderList,
+    /// The query string, as `a=1&b=2`.
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub cookies: std::collections::BTreeMap<String, String>,
     /// `null` states that no route may match; the key itself is required so
     /// that a forgotten `route:` is not read as "expect a 404".
     #[serde(deserialize_with = "nullable")]
@@ -489,7 +531,13 @@ struct RawRoute {
     #[serde(default)]
     host: Option<HostPattern>,
     #[serde(default)]
-    headers: HeaderList,
+    headers: HeaderConditions,
+    #[serde(default)]
+    query: NameConditions,
+    #[serde(default)]
+    cookies: NameConditions,
+    #[serde(default)]
+    path_regex: Option<WholePattern>,
     #[serde(default)]
     methods: Option<Vec<MethodName>>,
     #[serde(default)]
@@ -498,6 +546,14 @@ struct RawRoute {
     upstreams: Option<UpstreamList>,
     #[serde(default)]
     respond: Option<RawRespond>,
+    #[serde(default)]
+    redirect: Option<RedirectSpec>,
+    #[serde(default)]
+    rewrite: Option<RewriteSpec>,
+    #[serde(default)]
+    request_headers: Option<HeaderEdits>,
+    #[serde(default)]
+    response_headers: Option<HeaderEdits>,
     #[serde(default)]
     strip_prefix: Option<bool>,
     #[serde(default)]
@@ -517,51 +573,54 @@ impl RawRoute {
             message: message.to_owned(),
             at,
         };
-        let target = match (self.upstream, self.upstreams, self.respond) {
-            (Some(url), None, None) => TargetSpec::Upstreams(vec![UpstreamSpec {
-                url: url.0,
-                weight: 1,
-            }]),
-            (None, Some(list), None) => TargetSpec::Upstreams(list.0),
-            (None, None, Some(respond)) => {
-                if self.strip_prefix.is_some() {
+        let target =
+            match (self.upstream, self.upstreams, self.respond, self.redirect) {
+                (Some(url), None, None, None) => TargetSpec::Upstreams(vec![UpstreamSpec {
+                    url: url.0,
+                    weight: 1,
+                }]),
+                (None, Some(list), None, None) => TargetSpec::Upstreams(list.0),
+                (None, None, Some(respond), None) => TargetSpec::Respond(respond.into_spec()),
+                (None, None, None, Some(redirect)) => TargetSpec::Redirect(redirect),
+                (None, None, None, None) => {
                     return Err(fail(
-                        "`strip_prefix` applies only to upstream routes, not `respond`",
-                    ));
+                        "a route needs one of `upstream`, `upstreams`, `respond` or `redirect`",
+                    ))
                 }
-                if self.timeout.is_some() {
-                    return Err(fail(
-                        "`timeout` applies only to upstream routes, not `respond`",
-                    ));
-                }
-                if self.health.is_some() {
-                    return Err(fail(
-                        "`health` applies only to upstream routes, not `respond`",
-                    ));
-                }
-                if self.upstream_tls.is_some() {
-                    return Err(fail(
-                        "`upstream_tls` applies only to https:// upstreams, not `respond`",
-                    ));
-                }
-                TargetSpec::Respond(respond.into_spec())
-            }
-            (None, None, None) => {
-                return Err(fail(
-                    "a route needs one of `upstream`, `upstreams` or `respond`",
-                ))
-            }
-            _ => {
-                return Err(fail(
-                    "a route takes only one of `upstream`, `upstreams` or `respond`",
-                ))
-            }
+                _ => return Err(fail(
+                    "a route takes only one of `upstream`, `upstreams`, `respond` or `redirect`",
+                )),
+            };
+        let kind = match &target {
+            TargetSpec::Upstreams(_) => None,
+            TargetSpec::Respond(_) => Some("respond"),
+            TargetSpec::Redirect(_) => Some("redirect"),
         };
+        if let Some(kind) = kind {
+            let only_upstream = [
+                ("strip_prefix", self.strip_prefix.is_some()),
+                ("timeout", self.timeout.is_some()),
+                ("health", self.health.is_some()),
+                ("upstream_tls", self.upstream_tls.is_some()),
+                ("rewrite", self.rewrite.is_some()),
+                ("request_headers", self.request_headers.is_some()),
+            ];
+            if let Some((field, _)) = only_upstream.iter().find(|(_, given)| *given) {
+                return Err(fail(&format!(
+                    "`{field}` applies only to upstream routes, not `{kind}`"
+                )));
+            }
+        }
+        if self.rewrite.is_some() && self.strip_prefix == Some(true) {
+            return Err(fail(
+                "`rewrite` and `strip_prefix` cannot both be given; a `rewrite: { prefix: / }` strips the prefix",
+            ));
+        }
         let speaks_tls = match &target {
             TargetSpec::Upstreams(upstreams) => upstreams
                 .iter()
                 .any(|u| u.protocol() == UpstreamProtocol::Https),
-            TargetSpec::Respond(_) => false,
+            TargetSpec::Respond(_) | TargetSpec::Redirect(_) => false,
         };
         if self.upstream_tls.is_some() && !speaks_tls {
             return Err(fail(
@@ -582,10 +641,18 @@ impl RawRoute {
             line: SourceLine(at.map(|(line, _)| line)),
             prefix: self.prefix.map_or_else(|| "/".to_owned(), |p| p.0),
             host: self.host,
-            headers: self.headers.0,
+            conditions: Conditions {
+                headers: self.headers.0,
+                query: self.query.0,
+                cookies: self.cookies.0,
+                path_regex: self.path_regex.map(|p| p.0),
+            },
             methods,
             target,
             strip_prefix: self.strip_prefix.unwrap_or(false),
+            rewrite: self.rewrite,
+            request_headers: self.request_headers.unwrap_or_default(),
+            response_headers: self.response_headers.unwrap_or_default(),
             timeout: self.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
             health: self.health.map(RawHealth::into_spec),
             upstream_tls: self.upstream_tls,

@@ -112,13 +112,14 @@ impl<'de> Deserialize<'de> for UpstreamTlsSpec {
                             key: key.0,
                         };
                         let provider = rustls::crypto::aws_lc_rs::default_provider();
-                        LoadedPair::load(&paths, &provider, SystemTime::now())
-                            .map_err(|e| de::Error::custom(format!("client certificate: {e}")))?;
+                        LoadedPair::load(&paths, &provider, SystemTime::now()).map_err(|e| {
+                            de::Error::custom(format!("`upstream_tls`: client certificate: {e}"))
+                        })?;
                         Some(paths)
                     }
                     _ => {
                         return Err(de::Error::custom(
-                            "`cert` and `key` go together: give both or neither",
+                            "`upstream_tls`: `cert` and `key` go together: give both or neither",
                         ))
                     }
                 };
