@@ -8,12 +8,14 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::routes::config::{HeaderEdits, Piece, Placeholder, Template};
 
-/// What the placeholders of an edit stand for, for one request.
+/// What the placeholders of an edit stand for, for one request. `host`
+/// and `request_id` are worked out only for edits that use them (see
+/// `HeaderEdits::uses_host`); an absent one expands to nothing.
 #[derive(Debug, Clone, Copy)]
 pub struct EditContext<'a> {
     /// The client's address as `X-Forwarded-For` writes it.
     pub client_ip: &'a HeaderValue,
-    pub request_id: &'a HeaderValue,
+    pub request_id: Option<&'a HeaderValue>,
     /// The request's host, lower-cased and without its port.
     pub host: Option<&'a str>,
     /// `http` or `https`, by the listener the request came in on.
@@ -43,6 +45,18 @@ fn expand(template: &Template, context: &EditContext<'_>) -> Option<HeaderValue>
     if let Some(fixed) = template.fixed() {
         return Some(fixed.clone());
     }
+    // A value that is one placeholder alone, as `{client_ip}` often is,
+    // is that value, shared rather than copied.
+    match template.pieces() {
+        [Piece::Hole(Placeholder::ClientIp)] => return Some(context.client_ip.clone()),
+        [Piece::Hole(Placeholder::RequestId)] => {
+            if let Some(id) = context.request_id {
+                return Some(id.clone());
+            }
+        }
+        [Piece::Hole(Placeholder::Scheme)] => return Some(HeaderValue::from_static(context.scheme)),
+        _ => {}
+    }
     let mut bytes = Vec::with_capacity(template.source().len() + 32);
     for piece in template.pieces() {
         match piece {
@@ -51,7 +65,7 @@ fn expand(template: &Template, context: &EditContext<'_>) -> Option<HeaderValue>
                 bytes.extend_from_slice(context.client_ip.as_bytes())
             }
             Piece::Hole(Placeholder::RequestId) => {
-                bytes.extend_from_slice(context.request_id.as_bytes())
+                bytes.extend_from_slice(context.request_id.map_or(&b""[..], |id| id.as_bytes()))
             }
             Piece::Hole(Placeholder::Host) => {
                 bytes.extend_from_slice(context.host.unwrap_or_default().as_bytes())
@@ -91,7 +105,7 @@ mod tests {
         let id = HeaderValue::from_static("req-1");
         let context = EditContext {
             client_ip: &client,
-            request_id: &id,
+            request_id: Some(&id),
             host: Some("api.example.com"),
             scheme: "https",
         };

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use crate::routes::config::RewriteSpec;
-use crate::routes::path::{canonical_path, upstream_path};
+use crate::routes::path::{canonical_path, into_canonical_path, upstream_path};
 
 /// The path to send for the canonical `path` that matched `prefix`, on an
 /// upstream whose URL has the base path `base`.
@@ -25,7 +25,7 @@ pub fn path_for_upstream(
 
 /// `path` as `rewrite` makes it, in canonical form.
 pub fn rewritten(rewrite: &RewriteSpec, prefix: &str, path: &str) -> String {
-    let replaced: Cow<'_, str> = match rewrite {
+    let replaced: String = match rewrite {
         RewriteSpec::Prefix(to) => {
             let rest = if prefix == "/" {
                 path
@@ -38,22 +38,30 @@ pub fn rewritten(rewrite: &RewriteSpec, prefix: &str, path: &str) -> String {
                 }
             };
             let to = to.trim_end_matches('/');
-            Cow::Owned(format!("{to}{rest}"))
+            format!("{to}{rest}")
         }
-        RewriteSpec::Regex { pattern, to } => pattern.regex().replace(path, to.as_str()),
+        RewriteSpec::Regex { pattern, to } => match pattern.regex().replace(path, to.as_str()) {
+            // No match: the path goes as it is, already canonical.
+            Cow::Borrowed(_) => return path.to_owned(),
+            Cow::Owned(replaced) => replaced,
+        },
     };
-    normalized(&replaced)
+    normalized(replaced)
 }
 
 /// The canonical form of a rewritten path: dot-segments resolved (never
 /// above `/`), escapes in one spelling. A result that is not a path (a
 /// replacement that dropped the leading `/`) is made one.
-fn normalized(path: &str) -> String {
-    let rooted: Cow<'_, str> = if path.starts_with('/') {
-        Cow::Borrowed(path)
+fn normalized(path: String) -> String {
+    let rooted = if path.starts_with('/') {
+        path
     } else {
-        Cow::Owned(format!("/{path}"))
+        format!("/{path}")
     };
+    if !rooted.contains('%') {
+        // Rooted and without escapes, it cannot fail to canonicalize.
+        return into_canonical_path(rooted).unwrap_or_else(|_| "/".to_owned());
+    }
     canonical_path(&rooted).unwrap_or_else(|_| {
         // A lone `%` a replacement put there: encode it, as a path must.
         let escaped = rooted.replace('%', "%25");

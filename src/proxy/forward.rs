@@ -200,21 +200,23 @@ pub fn forward<'a>(
 #[cold]
 #[inline(never)]
 fn edit_request(route: &Route, headers: &mut HeaderMap, connection: &ClientConnection) {
-    let request_id = headers
-        .get(REQUEST_ID)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static("-"));
-    let host = headers
-        .get(HOST)
-        .cloned()
+    let edits = &route.spec.request_headers;
+    let request_id = edits
+        .uses_request_id
+        .then(|| headers.get(REQUEST_ID).cloned())
+        .flatten();
+    let host = edits
+        .uses_host
+        .then(|| headers.get(HOST).cloned())
+        .flatten()
         .and_then(|host| host_of_authority(&host).map(Cow::into_owned));
     let context = EditContext {
         client_ip: connection.peer.forwarded_for.as_header_value(),
-        request_id: &request_id,
+        request_id: request_id.as_ref(),
         host: host.as_deref(),
         scheme: connection.proxy.listener.scheme(),
     };
-    edits::apply(&route.spec.request_headers, headers, &context);
+    edits::apply(edits, headers, &context);
 }
 
 /// The `Trailer` header an HTTP/1.1 client that accepts trailers (`TE:

@@ -172,7 +172,7 @@ fn edit_answer(
     let host = authority.and_then(host_of_authority);
     let context = EditContext {
         client_ip: connection.peer.forwarded_for.as_header_value(),
-        request_id,
+        request_id: Some(request_id),
         host: host.as_deref(),
         scheme: connection.proxy.listener.scheme(),
     };

@@ -94,11 +94,25 @@ impl Failing<'_> {
     }
 }
 
-/// The value of the first `name` parameter in a query string, decoded.
+/// The value of the first `name` parameter in a query string, decoded as
+/// a form decodes it (`+` is a space, `%XX` a byte). A key or value that
+/// needs no decoding, nearly every one, is compared and returned as it is.
 pub fn first_query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value)
+    query.split('&').filter(|pair| !pair.is_empty()).find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decoded(key) == name).then(|| form_decoded(value))
+    })
+}
+
+/// `text` with `+` read as a space and percent-escapes decoded (invalid
+/// UTF-8 replaced), borrowed when it holds neither.
+fn form_decoded(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(text);
+    }
+    let spaced = text.replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy();
+    Cow::Owned(decoded.into_owned())
 }
 
 /// The value of the first cookie called `name` in the `Cookie` headers.

@@ -73,6 +73,15 @@ pub fn canonical_path(raw: &str) -> Result<String, PathError> {
     Ok(merge_slashes(url.path()))
 }
 
+/// [`canonical_path`] for a path already owned: returned as it is when it
+/// is canonical, which spares a copy.
+pub fn into_canonical_path(raw: String) -> Result<String, PathError> {
+    if raw.starts_with('/') && is_already_canonical(&raw) {
+        return Ok(raw);
+    }
+    canonical_path(&raw)
+}
+
 /// Merging cannot create a dot-segment or an escape, so the result is still
 /// a path `Url` leaves unchanged.
 fn merge_slashes(path: &str) -> String {

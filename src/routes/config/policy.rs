@@ -195,11 +195,21 @@ pub struct HeaderEdits {
     pub remove: Vec<HeaderName>,
     pub set: Vec<(HeaderName, Template)>,
     pub add: Vec<(HeaderName, Template)>,
+    /// Whether any value names `{host}` or `{request_id}`: only then does
+    /// a request work out what they stand for.
+    pub uses_host: bool,
+    pub uses_request_id: bool,
 }
 
 impl HeaderEdits {
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+}
+
+impl Template {
+    fn uses(&self, placeholder: Placeholder) -> bool {
+        self.pieces.contains(&Piece::Hole(placeholder))
     }
 }
 
@@ -309,10 +319,19 @@ struct RawEdits {
 impl<'de> Deserialize<'de> for HeaderEdits {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawEdits::deserialize(d)?;
+        let set = raw.set.map_or_else(Vec::new, |s| s.0);
+        let add = raw.add.map_or_else(Vec::new, |a| a.0);
+        let uses = |placeholder| {
+            set.iter()
+                .chain(&add)
+                .any(|(_, template)| template.uses(placeholder))
+        };
         Ok(HeaderEdits {
             remove: raw.remove.into_iter().map(|n| n.0).collect(),
-            set: raw.set.map_or_else(Vec::new, |s| s.0),
-            add: raw.add.map_or_else(Vec::new, |a| a.0),
+            uses_host: uses(Placeholder::Host),
+            uses_request_id: uses(Placeholder::RequestId),
+            set,
+            add,
         })
     }
 }
