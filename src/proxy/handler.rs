@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, StatusCode};
 use http_body::Body as _;
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
@@ -262,11 +263,25 @@ fn handle(
         // lives in one future, not in one per layer of calls.
         let answer = match pick_route(&table, &request, authority.as_ref()) {
             Err(error) => Err(error),
-            Ok((route, path)) => {
+            Ok(Picked {
+                route,
+                path,
+                chunked,
+            }) => {
                 routed.route = Some(route.index);
-                match route.destination() {
-                    Destination::Respond(respond) => Ok(Answer::Made(fixed_response(respond))),
-                    Destination::Upstreams(balancer) => {
+                // Only a chunked body can be framed other than its head
+                // says; hyper finds out when it decodes the first chunk.
+                let request = if chunked {
+                    first_chunk_decoded(request, route.spec.timeout).await
+                } else {
+                    Ok(request)
+                };
+                match (request, route.destination()) {
+                    (Err(error), _) => Err(error),
+                    (Ok(_), Destination::Respond(respond)) => {
+                        Ok(Answer::Made(fixed_response(respond)))
+                    }
+                    (Ok(request), Destination::Upstreams(balancer)) => {
                         let tried = &mut routed.upstreams;
                         forward(
                             &connection,
@@ -340,6 +355,16 @@ where
     }
 }
 
+/// What [`pick_route`] found for a request.
+struct Picked<'t> {
+    route: &'t Route,
+    /// The canonical path the route was matched on.
+    path: String,
+    /// The head says `Transfer-Encoding`, so hyper decodes the body as
+    /// chunked (it refuses any other transfer coding of a request).
+    chunked: bool,
+}
+
 /// The route `request` takes in `table`, and the canonical path it was
 /// matched on. Out of line, so that its locals are not part of the frame
 /// that every later poll of the request runs under.
@@ -348,7 +373,7 @@ fn pick_route<'t>(
     table: &'t RouteTable,
     request: &Request,
     authority: Option<&HeaderValue>,
-) -> Result<(&'t Route, String), ProxyError> {
+) -> Result<Picked<'t>, ProxyError> {
     let head = HeadFacts::of(request.headers());
     if head.bytes > MAX_HEADER_BYTES {
         return Err(ProxyError::HeadersTooLarge {
@@ -373,7 +398,11 @@ fn pick_route<'t>(
         headers: request.headers(),
     };
     match table.lookup(&facts) {
-        Some(route) => Ok((route, path)),
+        Some(route) => Ok(Picked {
+            route,
+            path,
+            chunked: head.transfer_encoding,
+        }),
         None => Err(ProxyError::NoRoute {
             host: host.map(|host| host.into_owned()),
             path,
@@ -408,6 +437,48 @@ impl HeadFacts {
         }
         facts
     }
+}
+
+/// `request` once hyper has decoded the first chunk of its body (or its
+/// end), with that chunk put back in front of the rest; or the 400 for a
+/// body that is not chunked at all.
+///
+/// A head whose `Transfer-Encoding` line ends in a bare LF is read by hyper
+/// (through httparse, which accepts LF line endings as RFC 9112 2.2 lets a
+/// recipient) as a chunked request, where a stricter hop sees one header
+/// line running into the next, and frames the body by its `Content-Length`
+/// or not at all. The bytes that follow such a head are then not a chunked
+/// body, and hyper's decoder fails on the first chunk-size line. By then
+/// hyper has handed over only the parsed head, in which the bare LF leaves
+/// no trace, so this is where the disagreement shows: before any upstream
+/// is contacted, at the cost of one await for chunked requests alone (no
+/// scan of any head's bytes). A head with both framings is closed after
+/// its answer by hyper (see `pick_route`); this one is refused outright
+/// and closed too (see `ProxyError::MalformedBody`).
+///
+/// A client that holds its first chunk back for longer than `wait` (the
+/// route's timeout) has its request forwarded as it is, the body still
+/// to come: waiting longer would hold a request the upstream might
+/// already answer.
+#[cold]
+#[inline(never)]
+fn first_chunk_decoded(
+    request: Request,
+    wait: Duration,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Request, ProxyError>> + Send>> {
+    Box::pin(async move {
+        let (parts, mut body) = request.into_parts();
+        let first = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_elapsed) => return Ok(Request::from_parts(parts, body)),
+            Ok(Some(Err(error))) => return Err(ProxyError::MalformedBody(error.to_string())),
+            Ok(first) => first,
+        };
+        let frames = futures_util::stream::iter(first).chain(BodyStream::new(body));
+        Ok(Request::from_parts(
+            parts,
+            Body::new(StreamBody::new(frames)),
+        ))
+    })
 }
 
 fn fixed_response(respond: &RespondSpec) -> Response {
