@@ -1,0 +1,1 @@
+//! Abuse against the real binary.
