@@ -51,7 +51,6 @@ pub mod flag {
 
 /// SETTINGS parameters (RFC 9113 6.5.2).
 pub mod setting {
-    pub const HEADER_TABLE_SIZE: u16 = 0x1;
     pub const ENABLE_PUSH: u16 = 0x2;
     pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
@@ -70,7 +69,6 @@ impl Code {
     pub const FRAME_SIZE_ERROR: Code = Code(0x6);
     pub const REFUSED_STREAM: Code = Code(0x7);
     pub const CANCEL: Code = Code(0x8);
-    pub const COMPRESSION_ERROR: Code = Code(0x9);
     pub const ENHANCE_YOUR_CALM: Code = Code(0xb);
 }
 
@@ -399,25 +397,13 @@ impl H2 {
 
     /// Reads the next frame, waiting at most `wait`.
     pub async fn next_frame_within(&mut self, wait: Duration) -> Result<Frame, Ended> {
-        let read = async {
-            let mut header = [0u8; 9];
-            self.io.read_exact(&mut header).await.ok()?;
-            let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-            let mut payload = vec![0u8; length];
-            self.io.read_exact(&mut payload).await.ok()?;
-            Some(Frame {
-                kind: header[3],
-                flags: header[4],
-                stream: u32::from_be_bytes([header[5], header[6], header[7], header[8]])
-                    & 0x7fff_ffff,
-                payload,
-            })
-        };
-        match tokio::time::timeout(wait, read).await {
-            Ok(Some(frame)) => Ok(frame),
-            Ok(None) => Err(Ended::Closed),
-            Err(_) => Err(Ended::Silent),
-        }
+        read_frame(&mut self.io, wait).await
+    }
+
+    /// The connection's stream, for a client that reads and writes at
+    /// once (see `tokio::io::split`).
+    pub fn into_io(self) -> Box<dyn Io> {
+        self.io
     }
 
     /// Reads frames until one satisfies `wanted`, keeping the others in
@@ -522,6 +508,31 @@ impl H2 {
                 Err(Ended::Silent) => return Err("the connection stays open".to_owned()),
             }
         }
+    }
+}
+
+/// Reads one frame from `reader`, waiting at most `wait`.
+pub async fn read_frame(
+    reader: &mut (impl AsyncRead + Unpin),
+    wait: Duration,
+) -> Result<Frame, Ended> {
+    let read = async {
+        let mut header = [0u8; 9];
+        reader.read_exact(&mut header).await.ok()?;
+        let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; length];
+        reader.read_exact(&mut payload).await.ok()?;
+        Some(Frame {
+            kind: header[3],
+            flags: header[4],
+            stream: u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff,
+            payload,
+        })
+    };
+    match tokio::time::timeout(wait, read).await {
+        Ok(Some(frame)) => Ok(frame),
+        Ok(None) => Err(Ended::Closed),
+        Err(_) => Err(Ended::Silent),
     }
 }
 

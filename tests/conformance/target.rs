@@ -10,23 +10,28 @@ use crate::h2wire::Listener;
 use crate::http2_cases::FIXED_BODY;
 use crate::support::{SwitchyardProcess, TestCa, Upstream};
 
-/// A running router, its upstream and the CA its clients trust.
+/// What `/large` answers with: big enough that no buffer along the way
+/// could hold it, so only backpressure keeps the router's memory flat.
+pub const LARGE_BODY: u64 = 100 * 1024 * 1024;
+
+/// A running router, its upstreams and the CA its clients trust.
 pub struct Target {
     pub router: SwitchyardProcess,
+    /// Behind `/`: answers with what it received, once it has read it all.
     pub upstream: Upstream,
+    /// Behind `/large`: [`LARGE_BODY`] bytes, produced as they are read.
+    pub large: Upstream,
     ca: TestCa,
     _certificates: TempDir,
 }
 
 impl Target {
-    /// The router with `/` to an echo upstream, `/fixed` answered by
-    /// itself, and `extra` routes (YAML lines under `routes:`, indented
-    /// by two spaces) before those.
+    /// The router with `/` to an echo upstream, `/large` to
+    /// [`LARGE_BODY`] bytes and `/fixed` answered by itself, on a
+    /// cleartext and a TLS listener.
     pub async fn start() -> Target {
-        Target::start_with(Upstream::echo("conformance").start().await, "").await
-    }
-
-    pub async fn start_with(upstream: Upstream, extra_routes: &str) -> Target {
+        let upstream = Upstream::echo("conformance").start().await;
+        let large = Upstream::streaming(LARGE_BODY, 64 * 1024).start().await;
         let ca = TestCa::new();
         let certificates = tempfile::tempdir().expect("a directory for the certificate");
         let (cert, key) = ca
@@ -34,13 +39,17 @@ impl Target {
             .write(certificates.path(), "localhost");
         let yaml = format!(
             "routes:
-{extra_routes}  fixed:
+  large:
+    prefix: /large
+    upstream: {}
+  fixed:
     prefix: /fixed
     respond: {{ body: \"{FIXED_BODY}\" }}
   echo:
     prefix: /
     upstream: {}
 ",
+            large.url(),
             upstream.url()
         );
         let router = SwitchyardProcess::run_with_yaml(
@@ -58,11 +67,13 @@ impl Target {
         Target {
             router,
             upstream,
+            large,
             ca,
             _certificates: certificates,
         }
     }
 
+    /// The cleartext listener's address (HTTP/1.1 and HTTP/2).
     pub fn plain_addr(&self) -> SocketAddr {
         self.router
             .proxy_url("")
