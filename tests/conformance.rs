@@ -19,8 +19,14 @@ mod abuse;
 mod h2wire;
 #[path = "conformance/http2_cases.rs"]
 mod http2_cases;
+#[path = "conformance/python.rs"]
+mod python;
 #[path = "conformance/target.rs"]
 mod target;
+#[path = "conformance/tls_scan.rs"]
+mod tls_scan;
+#[path = "conformance/websocket.rs"]
+mod websocket;
 
 use std::time::Duration;
 
