@@ -92,7 +92,7 @@ pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Streams the router may reset because the client broke a rule on them
 /// (a malformed request, a bad frame on the stream), before the connection
 /// is closed with ENHANCE_YOUR_CALM: the defence against provoked resets
-/// ("MadeYouReset", CVE-2025-8671), whose work per reset is the same as a
+/// (the "MadeYouReset" attack), whose work per reset is the same as a
 /// rapid reset's. hyper's default; a well-behaved client makes none.
 pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
