@@ -90,7 +90,10 @@ async fn autobahn_cases_give_the_same_verdicts_through_the_router() {
         routed_took.as_secs_f64()
     );
     for (case, verdict) in direct.iter().filter(|(_, v)| v.0 != "OK" || v.1 != "OK") {
-        println!("autobahn: case {case}: {}/{} both ways", verdict.0, verdict.1);
+        println!(
+            "autobahn: case {case}: {}/{} both ways",
+            verdict.0, verdict.1
+        );
     }
     assert!(
         differing.is_empty() && routed.len() == direct.len(),
