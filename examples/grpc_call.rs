@@ -22,7 +22,10 @@ fn main() {
         }
     };
     let text = args.next().unwrap_or_else(|| "hello".to_owned());
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start a runtime: {error}");

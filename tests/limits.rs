@@ -2,7 +2,8 @@
 //! request heads are cut off, the first of a connection or a later one,
 //! while a connection in use and a response that takes longer than the
 //! header timeout are not; and
-//! a request framed two ways never lets a second request through.
+//! a request framed two ways never lets a second request through, nor does
+//! one whose `Transfer-Encoding` line ends in a bare LF.
 //!
 //! The slowloris test takes the full header timeout (10 s) and a little
 //! more; it is the only slow test, and it runs all its clients at once.
@@ -294,4 +295,71 @@ async fn content_length_with_transfer_encoding_never_smuggles_a_second_request()
         );
         assert_eq!(echoed.header("content-length"), None, "{order}");
     }
+}
+
+/// A `Transfer-Encoding: chunked` line that ends in a bare LF, the rest of
+/// the head in CRLF: hyper (through httparse) takes the LF as a line end,
+/// as RFC 9112 2.2 lets it, and reads a chunked body, where a stricter hop
+/// sees the line run on into the next and frames the body by its
+/// `Content-Length` or not at all. The bytes behind such a head are then
+/// no chunked body; the router answers 400 with `Connection: close` before
+/// contacting the upstream, and reads nothing more from the connection.
+#[tokio::test]
+async fn a_bare_lf_after_transfer_encoding_is_refused_before_the_upstream() {
+    for (case, request) in [
+        (
+            "bare LF, then Content-Length",
+            "POST /first HTTP/1.1\r\nHost: svc.test\r\n\
+             Transfer-Encoding: chunked\nContent-Length: 5\r\n\r\n\
+             hello\
+             GET /smuggled HTTP/1.1\r\nHost: svc.test\r\n\r\n",
+        ),
+        (
+            "bare LF, then the end of the head",
+            "POST /first HTTP/1.1\r\nHost: svc.test\r\n\
+             Transfer-Encoding: chunked\n\r\n\
+             GET /smuggled HTTP/1.1\r\nHost: svc.test\r\n\r\n",
+        ),
+        (
+            "every line ending a bare LF",
+            "POST /first HTTP/1.1\nHost: svc.test\nTransfer-Encoding: chunked\n\n\
+             5\nhello\n0\n\n\
+             GET /smuggled HTTP/1.1\nHost: svc.test\n\n",
+        ),
+    ] {
+        let (upstream, router) = echo_behind_router().await;
+
+        let answer = send_raw_until_closed(router.proxy_addr(), request).await;
+
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{case}: {answer:?}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{case}: {answer:?}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{case}: the router keeps the connection: {answer:?}"
+        );
+        assert_eq!(upstream.requests(), 0, "{case}: reached the upstream");
+    }
+}
+
+/// The counterpart of the test above: with a bare LF after
+/// `Transfer-Encoding` and a body that is chunked after all, the two
+/// readings agree on where the request ends, and it is served (RFC 9112
+/// 2.2 lets a recipient take a bare LF as a line end).
+#[tokio::test]
+async fn a_bare_lf_with_a_chunked_body_is_served() {
+    let (upstream, router) = echo_behind_router().await;
+
+    let answer = send_raw_until_closed(
+        router.proxy_addr(),
+        "POST /first HTTP/1.1\r\nHost: svc.test\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert!(answer.contains("\"body\":\"hello\""), "{answer:?}");
+    assert_eq!(upstream.requests(), 1);
 }

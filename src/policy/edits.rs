@@ -54,7 +54,9 @@ fn expand(template: &Template, context: &EditContext<'_>) -> Option<HeaderValue>
                 return Some(id.clone());
             }
         }
-        [Piece::Hole(Placeholder::Scheme)] => return Some(HeaderValue::from_static(context.scheme)),
+        [Piece::Hole(Placeholder::Scheme)] => {
+            return Some(HeaderValue::from_static(context.scheme))
+        }
         _ => {}
     }
     let mut bytes = Vec::with_capacity(template.source().len() + 32);

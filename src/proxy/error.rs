@@ -19,6 +19,11 @@ pub enum ProxyError {
     BadTarget(String),
     #[error("request has both Content-Length and Transfer-Encoding")]
     AmbiguousFraming,
+    /// A body its head says is chunked and that is not: the client and
+    /// the router disagree on where the request ends, so nothing more is
+    /// read from the connection (answered with `Connection: close`).
+    #[error("request body is not framed as its head says: {0}")]
+    MalformedBody(String),
     #[error("request headers are over {limit} bytes in total")]
     HeadersTooLarge { limit: usize },
     #[error("route {route}: upstream unreachable: {detail}")]
@@ -36,7 +41,9 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::NoRoute { .. } => "no_route",
-            ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => "bad_request",
+            ProxyError::BadTarget(_)
+            | ProxyError::AmbiguousFraming
+            | ProxyError::MalformedBody(_) => "bad_request",
             ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::UpstreamUnavailable { .. } => "upstream_unavailable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -48,7 +55,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::BadTarget(_) | ProxyError::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_)
+            | ProxyError::AmbiguousFraming
+            | ProxyError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UpstreamUnavailable { .. }
             | ProxyError::InvalidUpstreamResponse { .. }
@@ -67,6 +76,7 @@ impl ProxyError {
             ProxyError::NoRoute { .. }
             | ProxyError::BadTarget(_)
             | ProxyError::AmbiguousFraming
+            | ProxyError::MalformedBody(_)
             | ProxyError::HeadersTooLarge { .. }
             | ProxyError::UpgradeUnsupported { .. } => None,
         }
@@ -84,6 +94,7 @@ impl ProxyError {
             // gRPC's own reading of an HTTP 400 or 431.
             ProxyError::BadTarget(_)
             | ProxyError::AmbiguousFraming
+            | ProxyError::MalformedBody(_)
             | ProxyError::HeadersTooLarge { .. } => grpc::Code::Internal,
         }
     }
@@ -147,6 +158,7 @@ impl IntoResponse for ProxyError {
             }
             ProxyError::BadTarget(_)
             | ProxyError::AmbiguousFraming
+            | ProxyError::MalformedBody(_)
             | ProxyError::HeadersTooLarge { .. } => {
                 json!({ "error": self.kind(), "reason": self.to_string() })
             }
@@ -159,6 +171,14 @@ impl IntoResponse for ProxyError {
                 json!({ "error": self.kind(), "route": route, "timeout_ms": timeout.as_millis() as u64 })
             }
         };
-        (self.status(), Json(body)).into_response()
+        let close = matches!(self, ProxyError::MalformedBody(_));
+        let mut response = (self.status(), Json(body)).into_response();
+        if close {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }

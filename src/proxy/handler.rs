@@ -17,13 +17,16 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::handler::Handler;
 use axum::response::Response;
+use futures_util::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 
 use crate::observe::access::{Exchange, Routed};
 use crate::policy::edits::{self, EditContext};
@@ -117,20 +120,32 @@ fn handle(
             Err(error) => Err(error),
             Ok((route, path)) => {
                 routed.route = Some(route.index);
+                // Only a chunked body can be framed other than its head
+                // says; hyper finds out when it decodes the first chunk.
+                let checked = if wire.chunked {
+                    first_chunk_decoded(request, route.spec.timeout).await
+                } else {
+                    Ok(request)
+                };
                 if !route.spec.response_headers.is_empty() {
                     edited = Some((route, authority.clone(), request_id.clone()));
                 }
-                match route.destination() {
-                    Destination::Respond(respond) => Ok(Answer::Made(fixed_response(respond))),
-                    Destination::Redirect(redirect) => Ok(Answer::Made(redirect_answer(
-                        route,
-                        redirect,
-                        &request,
-                        authority.as_ref(),
-                        &path,
-                        connection.proxy.listener,
-                    ))),
-                    Destination::Upstreams(_) => {
+                match (checked, route.destination()) {
+                    (Err(error), _) => Err(error),
+                    (Ok(_), Destination::Respond(respond)) => {
+                        Ok(Answer::Made(fixed_response(respond)))
+                    }
+                    (Ok(request), Destination::Redirect(redirect)) => {
+                        Ok(Answer::Made(redirect_answer(
+                            route,
+                            redirect,
+                            &request,
+                            authority.as_ref(),
+                            &path,
+                            connection.proxy.listener,
+                        )))
+                    }
+                    (Ok(request), Destination::Upstreams(_)) => {
                         let routed = &mut routed;
                         forward(&connection, route, routed, &path, request, authority, wire).await
                     }
@@ -262,6 +277,7 @@ fn pick_route<'t>(
     let head = HeadFacts::of(request.headers());
     let wire = Wire {
         grpc: head.grpc,
+        chunked: head.transfer_encoding,
         http1_trailers: head.te
             && request.version() == Version::HTTP_11
             && accepts_trailers(request),
@@ -354,6 +370,48 @@ impl HeadFacts {
         }
         facts
     }
+}
+
+/// `request` once hyper has decoded the first chunk of its body (or its
+/// end), with that chunk put back in front of the rest; or the 400 for a
+/// body that is not chunked at all.
+///
+/// A head whose `Transfer-Encoding` line ends in a bare LF is read by hyper
+/// (through httparse, which accepts LF line endings as RFC 9112 2.2 lets a
+/// recipient) as a chunked request, where a stricter hop sees one header
+/// line running into the next, and frames the body by its `Content-Length`
+/// or not at all. The bytes that follow such a head are then not a chunked
+/// body, and hyper's decoder fails on the first chunk-size line. By then
+/// hyper has handed over only the parsed head, in which the bare LF leaves
+/// no trace, so this is where the disagreement shows: before any upstream
+/// is contacted, at the cost of one await for chunked requests alone (no
+/// scan of any head's bytes). A head with both framings is closed after
+/// its answer by hyper (see `pick_route`); this one is refused outright
+/// and closed too (see `ProxyError::MalformedBody`).
+///
+/// A client that holds its first chunk back for longer than `wait` (the
+/// route's timeout) has its request forwarded as it is, the body still
+/// to come: waiting longer would hold a request the upstream might
+/// already answer.
+#[cold]
+#[inline(never)]
+fn first_chunk_decoded(
+    request: Request,
+    wait: Duration,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Request, ProxyError>> + Send>> {
+    Box::pin(async move {
+        let (parts, mut body) = request.into_parts();
+        let first = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_elapsed) => return Ok(Request::from_parts(parts, body)),
+            Ok(Some(Err(error))) => return Err(ProxyError::MalformedBody(error.to_string())),
+            Ok(first) => first,
+        };
+        let frames = futures_util::stream::iter(first).chain(BodyStream::new(body));
+        Ok(Request::from_parts(
+            parts,
+            Body::new(StreamBody::new(frames)),
+        ))
+    })
 }
 
 fn fixed_response(respond: &RespondSpec) -> Response {

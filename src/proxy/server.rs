@@ -65,6 +65,38 @@ pub const READ_BUFFER_MAX: usize = 256 * 1024;
 /// disconnected (SPEC 4.11), for the same reason as the header timeout.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Streams an HTTP/2 client may have open at once on one connection (its
+/// SETTINGS_MAX_CONCURRENT_STREAMS; more are refused with REFUSED_STREAM).
+/// nginx's default: RFC 9113 6.5.2 asks for no less than 100, and each
+/// open stream may hold [`H2_MAX_SEND_BUF_SIZE`] of response and an
+/// upstream connection, so this bounds what one connection can claim
+/// (tests/conformance/abuse.rs, streams that never read).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Response bytes hyper queues per HTTP/2 stream beyond what the client's
+/// window lets it send. hyper's default (400 KiB) times the streams a
+/// client may open is 50 MiB per connection for a client that opens
+/// its windows wide and then stops reading; at 64 KiB (four full frames,
+/// enough to keep a stream fed between polls of its body) it is 8 MiB,
+/// and the upstream waits under backpressure for the rest. Against that
+/// attack (tests/conformance/abuse.rs) the router grows by 97 MiB without
+/// this limit and by 33 MiB with it.
+pub const H2_MAX_SEND_BUF_SIZE: usize = 64 * 1024;
+
+/// Streams a client may open and reset before the router has accepted
+/// them, before the connection is closed with ENHANCE_YOUR_CALM: the
+/// defence against rapid reset (CVE-2023-44487), at the value h2 chose for
+/// it. A client that cancels requests normally cancels ones already
+/// accepted and never comes near it.
+pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Streams the router may reset because the client broke a rule on them
+/// (a malformed request, a bad frame on the stream), before the connection
+/// is closed with ENHANCE_YOUR_CALM: the defence against provoked resets
+/// (the "MadeYouReset" attack), whose work per reset is the same as a
+/// rapid reset's. hyper's default; a well-behaved client makes none.
+pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// After an accept error (usually out of file descriptors) the loop waits
 /// this long before accepting again, instead of spinning on the error.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -240,7 +272,14 @@ impl Builders {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
+            // Also where a CONTINUATION flood stops: h2 counts the decoded
+            // header list as the frames come and ends the connection long
+            // before the block is whole (CVE-2024-27316).
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_send_buf_size(H2_MAX_SEND_BUF_SIZE)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
         Builders { http1, http2 }
     }
 }

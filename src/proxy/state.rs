@@ -89,4 +89,9 @@ pub struct Wire {
     /// An HTTP/1.1 client that accepts trailers (`TE: trailers`): they
     /// reach it as chunked trailers.
     pub http1_trailers: bool,
+    /// The head says `Transfer-Encoding`, so hyper decodes the body as
+    /// chunked (it refuses any other transfer coding of a request); the
+    /// first chunk is decoded before an upstream is contacted (see the
+    /// handler's `first_chunk_decoded`).
+    pub chunked: bool,
 }

@@ -98,10 +98,13 @@ impl Failing<'_> {
 /// a form decodes it (`+` is a space, `%XX` a byte). A key or value that
 /// needs no decoding, nearly every one, is compared and returned as it is.
 pub fn first_query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
-    query.split('&').filter(|pair| !pair.is_empty()).find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (form_decoded(key) == name).then(|| form_decoded(value))
-    })
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decoded(key) == name).then(|| form_decoded(value))
+        })
 }
 
 /// `text` with `+` read as a space and percent-escapes decoded (invalid

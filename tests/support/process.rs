@@ -238,6 +238,11 @@ impl SwitchyardProcess {
             .collect()
     }
 
+    /// The router's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the router is running")
+    }
+
     /// The router's resident memory now (`VmRSS`), in KiB.
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("the router is running");
