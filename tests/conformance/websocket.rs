@@ -2,7 +2,8 @@
 //! same cases against the upstream directly: a router that relays
 //! upgraded connections byte for byte changes no verdict, whatever the
 //! echo server's own verdict is (a case `websockets` fails directly must
-//! fail the same way through the router).
+//! fail the same way through the router). Only the difference between `OK`
+//! and `NON-STRICT` is let pass, as timing (see [`agree`]).
 //!
 //! The cases run with kosoku, which drives the Autobahn TestSuite's own
 //! case files on Python 3. Sections 1 to 10 run whole (framing, pings,
@@ -35,6 +36,20 @@ const RUN_DEADLINE: Duration = Duration::from_secs(300);
 
 /// A case's two verdicts: the message exchange and the closing handshake.
 type Verdicts = BTreeMap<String, (String, String)>;
+
+/// Whether two verdicts of a case agree. `NON-STRICT` is Autobahn's word
+/// for a right answer that did not fail fast (a peer that went on to
+/// answer a ping after a protocol error, say): whether it does depends on
+/// how the frames of one write arrive, which any relay shifts by a few
+/// microseconds, so it counts as `OK`. Every other verdict, `FAILED`
+/// above all, must be the same both ways.
+fn agree(direct: &(String, String), routed: &(String, String)) -> bool {
+    let lenient = |verdict: &str| match verdict {
+        "NON-STRICT" => "OK".to_owned(),
+        other => other.to_owned(),
+    };
+    lenient(&direct.0) == lenient(&routed.0) && lenient(&direct.1) == lenient(&routed.1)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autobahn_cases_give_the_same_verdicts_through_the_router() {
@@ -77,7 +92,13 @@ async fn autobahn_cases_give_the_same_verdicts_through_the_router() {
             .entry(format!("{}/{}", verdict.0, verdict.1))
             .or_default() += 1;
         match routed.get(case) {
-            Some(through) if through == verdict => {}
+            Some(through) if agree(verdict, through) => {
+                if through != verdict {
+                    println!(
+                        "autobahn: case {case}: {verdict:?} directly, {through:?} routed (timing)"
+                    );
+                }
+            }
             through => differing.push(format!("{case}: direct {verdict:?}, routed {through:?}")),
         }
     }
