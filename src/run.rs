@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::observe::log_writer;
+use crate::proxy::client::ClientError;
 use crate::proxy::handler;
 use crate::proxy::server::Transport;
 use crate::proxy::state::{Listener, ProxyState};
@@ -71,8 +72,8 @@ pub fn default_workers() -> NonZeroUsize {
 /// Why a router could not start serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot build the upstream HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error("cannot build the upstream HTTP clients: {0}")]
+    Client(#[from] ClientError),
     #[error("cannot start a worker thread: {0}")]
     Worker(#[from] std::io::Error),
     #[error("cannot set up TLS: {0}")]

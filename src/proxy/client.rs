@@ -10,8 +10,10 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
+
+use rustls::ClientConfig;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -47,12 +49,34 @@ pub struct UpstreamClients {
     https: reqwest::Client,
 }
 
+/// Why a worker's upstream clients could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Build(#[from] reqwest::Error),
+    #[error("cannot read the system's trust store: {0}")]
+    TrustStore(String),
+}
+
 impl UpstreamClients {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new() -> Result<Self, ClientError> {
+        let tls = |alpn: &[&[u8]]| -> Result<ClientConfig, ClientError> {
+            let mut config = system_tls()?;
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(config)
+        };
         Ok(UpstreamClients {
-            http1: relaying().http1_only().build()?,
-            h2c: http2(relaying()).http2_prior_knowledge().build()?,
-            https: http2(relaying()).build()?,
+            http1: relaying()
+                .http1_only()
+                .tls_backend_preconfigured(tls(&[b"http/1.1"])?)
+                .build()?,
+            h2c: http2(relaying())
+                .http2_prior_knowledge()
+                .tls_backend_preconfigured(tls(&[])?)
+                .build()?,
+            https: http2(relaying())
+                .tls_backend_preconfigured(tls(&[b"h2", b"http/1.1"])?)
+                .build()?,
         })
     }
 
@@ -105,6 +129,27 @@ fn http2(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         .http2_keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
         .http2_keep_alive_while_idle(true)
         .http2_adaptive_window(true)
+}
+
+/// The TLS settings of `https://` upstreams without `upstream_tls`: the
+/// system's trust store, as reqwest's own default, read once for the
+/// process. reqwest reads and parses every certificate of the store for
+/// each client it builds by default (some 20 million instructions, and
+/// the memory to hold them), and each worker has three clients.
+fn system_tls() -> Result<ClientConfig, ClientError> {
+    static SYSTEM: OnceLock<Result<ClientConfig, String>> = OnceLock::new();
+    let loaded = SYSTEM.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(Arc::clone(&provider))
+            .map_err(|e| e.to_string())?;
+        Ok(ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth())
+    });
+    loaded.clone().map_err(ClientError::TrustStore)
 }
 
 thread_local! {

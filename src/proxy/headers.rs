@@ -245,6 +245,11 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddress) {
 /// Returns the request id and leaves exactly that one `x-request-id` in the
 /// map: the client's (its first one) if it is 1 to [`MAX_REQUEST_ID_LEN`]
 /// bytes of visible ASCII, otherwise a fresh UUID v4 in hyphenated form.
+///
+/// The id is marked sensitive, which tells HTTP/2's header compression
+/// (HPACK) never to index it: a value that differs on every request would
+/// otherwise be written into the connection's compression table each time,
+/// evicting the entries worth keeping, and cost more than it saves.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     // The entry is the lookup and the insert both: one hash of the name.
     let mut sent = match headers.entry(REQUEST_ID) {
@@ -256,9 +261,14 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let alone = ids.next().is_none();
     match first {
         // Already the only one: nothing to replace.
-        Some(id) if alone => id,
+        Some(mut id) if alone => {
+            id.set_sensitive(true);
+            sent.get_mut().set_sensitive(true);
+            id
+        }
         first => {
-            let id = first.unwrap_or_else(new_request_id);
+            let mut id = first.unwrap_or_else(new_request_id);
+            id.set_sensitive(true);
             sent.insert(id.clone());
             id
         }
@@ -278,8 +288,10 @@ fn new_request_id() -> HeaderValue {
     // One allocation that the request, the response and the access log
     // share: a value copied from a slice is allocated again on its first
     // clone, to hold the count the clones share.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
-        .expect("a hyphenated UUID is ASCII hex digits and hyphens")
+    let mut id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .expect("a hyphenated UUID is ASCII hex digits and hyphens");
+    id.set_sensitive(true);
+    id
 }
 
 /// The host of the request as the client sent it: the authority of the

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use crate::proxy::client::UpstreamClients;
+use crate::proxy::client::{ClientError, UpstreamClients};
 use crate::routes::config::HealthSpec;
 use crate::routes::table::RouteTable;
 use crate::routes::upstreams::{CheckVerdict, RouteUpstream, UpstreamHealth};
@@ -42,7 +42,7 @@ impl Running {
 pub fn spawn(
     live: Arc<ArcSwap<RouteTable>>,
     mut swaps: watch::Receiver<u64>,
-) -> Result<JoinHandle<()>, reqwest::Error> {
+) -> Result<JoinHandle<()>, ClientError> {
     let clients = UpstreamClients::new()?;
     Ok(tokio::spawn(async move {
         let mut running: HashMap<Url, Running> = HashMap::new();

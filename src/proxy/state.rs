@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::response::Response;
 
-use crate::proxy::client::UpstreamClients;
+use crate::proxy::client::{ClientError, UpstreamClients};
 use crate::proxy::server::Peer;
 use crate::proxy::tunnel::Tunnels;
 use crate::routes::table::RouteTable;
@@ -53,7 +53,7 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(live: Arc<ArcSwap<RouteTable>>, tunnels: Tunnels) -> Result<Self, reqwest::Error> {
+    pub fn new(live: Arc<ArcSwap<RouteTable>>, tunnels: Tunnels) -> Result<Self, ClientError> {
         Ok(ProxyState {
             live,
             clients: Arc::new(UpstreamClients::new()?),
