@@ -200,6 +200,7 @@ impl Switchyard {
             hangups,
         ));
         let health_checks = health::spawn(Arc::clone(reloader.live()), reloader.swaps())?;
+        let sweeper = crate::proxy::sweeper::spawn(Arc::clone(reloader.live()), reloader.swaps());
         let upstream_tls = crate::tls::upstream::spawn(
             Arc::clone(reloader.live()),
             reloader.swaps(),
@@ -252,6 +253,7 @@ impl Switchyard {
         hangups.abort();
         health_checks.abort();
         upstream_tls.abort();
+        sweeper.abort();
         if let Some(expiry_checks) = expiry_checks {
             expiry_checks.abort();
         }

@@ -143,6 +143,7 @@ async fn routes_shows_the_live_table() {
             "name",
             "path_regex",
             "prefix",
+            "protection",
             "query",
             "request_headers",
             "response_headers",

@@ -93,7 +93,8 @@ async fn one_refusing_upstream_fails_no_request() {
         label(&down)
     ));
     assert!(ejections >= 1.0, "ejections: {ejections}");
-    let retries = metrics.value("switchyard_upstream_retries_total{route=\"all\"}");
+    let retries =
+        metrics.value("switchyard_upstream_retries_total{route=\"all\",reason=\"connect\"}");
     assert!(retries >= 3.0, "retries: {retries}");
     assert_eq!(
         metrics.value(&format!(
@@ -135,7 +136,7 @@ async fn every_upstream_down_gives_502_after_at_most_three_tries() {
     assert_eq!(tries, 30, "three connect attempts per request, no more");
     let metrics = router.metrics().await;
     assert_eq!(
-        metrics.value("switchyard_upstream_retries_total{route=\"all\"}"),
+        metrics.value("switchyard_upstream_retries_total{route=\"all\",reason=\"connect\"}"),
         20.0
     );
 }

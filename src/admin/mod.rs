@@ -20,7 +20,8 @@ use crate::observe::metrics::NO_ROUTE;
 use crate::proxy::server::Peer;
 use crate::reload::reloader::{rfc3339, ReloadResult, Reloader, RouteDiff, Trigger};
 use crate::routes::config::{
-    HeaderEdits, HostPattern, RewriteSpec, RouteSpec, TargetSpec, Template, ValueMatch,
+    HeaderEdits, HostPattern, RateLimitSpec, RewriteSpec, RouteSpec, TargetSpec, Template,
+    ValueMatch,
 };
 use crate::routes::counters::RouteMetrics;
 use crate::routes::explain::{explain, MatchQuery, NoMatch};
@@ -208,6 +209,40 @@ pub fn route_json(spec: &RouteSpec) -> Value {
         }),
         "request_headers": edits_json(&spec.request_headers),
         "response_headers": edits_json(&spec.response_headers),
+        "protection": protection_json(spec),
+    })
+}
+
+/// A route's rate limit, in-flight cap, retry, balancing and mirror, as
+/// the route file writes them; `null` for what it does not set.
+pub fn protection_json(spec: &RouteSpec) -> Value {
+    let per = |limit: &RateLimitSpec| match limit.per.as_secs() {
+        1 => "s",
+        60 => "m",
+        _ => "h",
+    };
+    json!({
+        "rate_limit": spec.rate_limit.as_ref().map(|l| json!({
+            "rate": format!("{}/{}", l.tokens, per(l)),
+            "burst": l.burst,
+            "key": l.key.to_string(),
+            "max_keys": l.max_keys,
+        })),
+        "max_in_flight": spec.max_in_flight,
+        "retry": spec.retry.as_ref().map(|r| {
+            let mut on: Vec<Value> = r.on.statuses.iter().map(|c| json!(c)).collect();
+            if r.on.any_5xx { on.push(json!("5xx")); }
+            if r.on.reset { on.push(json!("reset")); }
+            if r.on.timeout { on.push(json!("timeout")); }
+            json!({
+                "on": on,
+                "attempts": r.attempts,
+                "per_try_timeout_ms": r.per_try_timeout.map(|d| d.as_millis() as u64),
+                "budget_percent": r.budget_percent,
+            })
+        }),
+        "balance": spec.balance.to_string(),
+        "mirror": spec.mirror.as_ref().map(|m| json!({ "to": m.to.as_str(), "percent": m.percent })),
     })
 }
 
@@ -272,10 +307,15 @@ pub fn upstreams_json(table: &RouteTable) -> Vec<Value> {
                         "requests": u.counters.requests.load(Ordering::Relaxed),
                         "errors": u.counters.errors.load(Ordering::Relaxed),
                         "ejections": u.counters.ejections.load(Ordering::Relaxed),
+                        "in_flight": u.in_flight(),
                     })
                 })
                 .collect();
-            json!({ "route": route.name(), "upstreams": upstreams })
+            json!({
+                "route": route.name(),
+                "balance": route.spec.balance.to_string(),
+                "upstreams": upstreams,
+            })
         })
         .collect()
 }

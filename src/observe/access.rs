@@ -19,7 +19,10 @@
 //! `incomplete` when the client left first), `listener` (`proxy`, or `tls`
 //! for the TLS listener), `protocol` (what the client spoke: `HTTP/1.1` or
 //! `HTTP/2`), `upstream_protocol` (what the upstream that answered spoke;
-//! absent when none did), and `error` for proxy errors.
+//! absent when none did), `retries` (why each try after the first was
+//! made: `connect`, `reset`, `timeout`, `status`, by `,`; absent when
+//! none), `mirrored` (true when a copy went to the route's mirror), and
+//! `error` for proxy errors (among them `rate_limited` and `overloaded`).
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -38,9 +41,12 @@ use http_body::{Frame, SizeHint};
 use crate::observe::log_format::{AccessLine, LineFormat};
 use crate::observe::log_writer::BatchedStderr;
 use crate::observe::metrics::NO_ROUTE;
+use crate::routes::balance::{Tried, MAX_ATTEMPTS};
+use crate::routes::counters::RetryReason;
 use crate::routes::counters::UpstreamErrorKind;
+use crate::routes::limits::InFlight;
 use crate::routes::table::{Route, RouteTable};
-use crate::routes::upstreams::Tried;
+use crate::routes::upstreams::UpstreamLoad;
 
 /// The `tracing` target of access-log events, so they can be filtered on
 /// their own: `SWITCHYARD_LOG=info,switchyard::access=off`.
@@ -99,6 +105,8 @@ fn trace_event(line: &AccessLine<'_>) {
         listener = line.listener,
         protocol = line.protocol,
         upstream_protocol = line.upstream_protocol,
+        retries = line.retries,
+        mirrored = line.mirrored,
         error = line.error,
         "request"
     );
@@ -111,8 +119,46 @@ pub struct Routed {
     pub route: Option<usize>,
     /// Every upstream tried, in order; the last one answered (or failed).
     pub upstreams: Tried,
+    /// Why each try after the first was made, in order.
+    pub retries: RetryLog,
     /// The protocol the upstream that answered spoke.
     pub upstream_version: Option<Version>,
+    /// A copy of the request went to the route's mirror.
+    pub mirrored: bool,
+}
+
+/// The reasons of a request's retries, as the access line lists them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RetryLog {
+    reasons: [Option<RetryReason>; MAX_ATTEMPTS - 1],
+}
+
+impl RetryLog {
+    pub fn push(&mut self, reason: RetryReason) {
+        if let Some(slot) = self.reasons.iter_mut().find(|slot| slot.is_none()) {
+            *slot = Some(reason);
+        }
+    }
+
+    /// `connect,status`: the reasons in order; `None` when there were none.
+    fn joined(&self) -> Option<String> {
+        let labels: Vec<&str> = self.reasons.iter().flatten().map(|r| r.label()).collect();
+        (!labels.is_empty()).then(|| labels.join(","))
+    }
+}
+
+/// What a request holds until its response ends: its place in its route's
+/// in-flight count (SPEC 7.4) and in its upstream's (SPEC 7.6).
+#[derive(Debug, Default)]
+pub struct Holds {
+    pub route: Option<InFlight>,
+    pub upstream: Option<UpstreamLoad>,
+}
+
+impl Holds {
+    pub fn is_empty(&self) -> bool {
+        self.route.is_none() && self.upstream.is_none()
+    }
 }
 
 /// A request being observed, from its arrival to the end of its response.
@@ -143,6 +189,8 @@ struct ExchangeState {
     upstream_error: Option<UpstreamErrorKind>,
     bytes: u64,
     expected_bytes: Option<u64>,
+    /// Released when the exchange finishes, with the response body.
+    holds: Holds,
 }
 
 /// How a response body ended.
@@ -189,6 +237,7 @@ impl Exchange {
             upstream_error: None,
             bytes: 0,
             expected_bytes: None,
+            holds: Holds::default(),
         }))
     }
 
@@ -200,6 +249,7 @@ impl Exchange {
         self,
         response: http::Response<B>,
         routed: Routed,
+        holds: Holds,
         error: Option<(&'static str, Option<UpstreamErrorKind>)>,
     ) -> Response
     where
@@ -208,6 +258,7 @@ impl Exchange {
     {
         let mut state = self.0;
         state.routed = routed;
+        state.holds = holds;
         state.status = response.status();
         if let Some((kind, upstream)) = error {
             state.error = Some(kind);
@@ -241,6 +292,7 @@ impl ExchangeState {
         let upstream = route.map_or(Cow::Borrowed("-"), |r| {
             tried_upstreams(r, &self.routed.upstreams)
         });
+        let retries = self.routed.retries.joined();
         let line = AccessLine {
             method: self.method.as_str(),
             host: self.host.as_ref().and_then(|h| h.to_str().ok()),
@@ -255,6 +307,8 @@ impl ExchangeState {
             listener: self.listener,
             protocol: protocol_name(self.version),
             upstream_protocol: self.routed.upstream_version.map(protocol_name),
+            retries: retries.as_deref(),
+            mirrored: self.routed.mirrored,
             error: self.error,
         };
         match OUTPUT.get() {
@@ -429,6 +483,8 @@ mod tests {
                 listener: "tls",
                 protocol: "HTTP/2",
                 upstream_protocol: Some("HTTP/1.1"),
+                retries: Some("connect,status"),
+                mirrored: true,
                 error,
             };
             captured.0.lock().expect("not poisoned").clear();

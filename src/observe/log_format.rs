@@ -29,6 +29,9 @@ pub struct AccessLine<'a> {
     pub protocol: &'static str,
     /// The answering upstream's HTTP version, when one answered.
     pub upstream_protocol: Option<&'static str>,
+    /// Why each retry was made, `,`-separated; `None` without retries.
+    pub retries: Option<&'a str>,
+    pub mirrored: bool,
     pub error: Option<&'static str>,
 }
 
@@ -83,6 +86,12 @@ impl AccessLine<'_> {
         if let Some(upstream) = self.upstream_protocol {
             pair("upstream_protocol", upstream.as_bytes());
         }
+        if let Some(retries) = self.retries {
+            pair("retries", retries.as_bytes());
+        }
+        if self.mirrored {
+            pair("mirrored", b"true");
+        }
         if let Some(error) = self.error {
             pair("error", &pretty(error));
         }
@@ -130,6 +139,14 @@ impl AccessLine<'_> {
         if let Some(upstream) = self.upstream_protocol {
             key("upstream_protocol", out);
             json_string(out, upstream);
+        }
+        if let Some(retries) = self.retries {
+            key("retries", out);
+            json_string(out, retries);
+        }
+        if self.mirrored {
+            key("mirrored", out);
+            out.extend_from_slice(b"true");
         }
         if let Some(error) = self.error {
             key("error", out);
@@ -277,6 +294,8 @@ mod tests {
             listener: "proxy",
             protocol: "HTTP/1.1",
             upstream_protocol: Some("HTTP/1.1"),
+            retries: None,
+            mirrored: false,
             error: None,
         }
     }

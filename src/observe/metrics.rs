@@ -20,8 +20,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::routes::config::TargetSpec;
+use crate::routes::limits::Protection;
 use crate::routes::table::{Generations, RouteTable};
-use crate::routes::upstreams::now_ms;
+use crate::routes::upstreams::{now_ms, UpstreamState};
 
 /// The `route` label of requests that no route matched.
 pub const NO_ROUTE: &str = "_none";
@@ -244,15 +245,18 @@ impl Collector for LiveCollector {
         let upstream_routes = || table.routes().iter().filter(|r| !r.upstreams().is_empty());
         let mut retries = encoder.encode_descriptor(
             "switchyard_upstream_retries",
-            "Tries after a request's first, sent to another upstream of its route",
+            "Tries after a request's first, by why: connect, reset, timeout or status",
             None,
             MetricType::Counter,
         )?;
         for route in upstream_routes() {
-            retries
-                .encode_family(&[("route", route.name())])?
-                .encode_counter::<NoLabelSet, _, u64>(&route.metrics.retries(), None)?;
+            for (reason, count) in route.metrics.retries() {
+                retries
+                    .encode_family(&[("route", route.name()), ("reason", reason.label())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
         }
+        encode_protection(&table, &mut encoder)?;
 
         // Series follow the live table: an upstream a reload removes is
         // gone from here with it.
@@ -266,7 +270,13 @@ impl Collector for LiveCollector {
         for route in upstream_routes() {
             for upstream in route.upstreams() {
                 let labels = [("route", route.name()), ("upstream", &*upstream.label)];
-                let value = u64::from(upstream.health.eligible(now));
+                // Never 1 for an upstream that failed and has not answered
+                // since (SPEC 4.10), though a request may try it again.
+                let state = upstream.health.state(now);
+                let value = u64::from(!matches!(
+                    state,
+                    UpstreamState::Ejected | UpstreamState::Recovering | UpstreamState::Unhealthy
+                ));
                 healthy.encode_family(&labels)?.encode_gauge(&value)?;
             }
         }
@@ -285,6 +295,79 @@ impl Collector for LiveCollector {
                     .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
             }
         }
+        let mut in_flight = encoder.encode_descriptor(
+            "switchyard_upstream_in_flight",
+            "Requests sent to the upstream and not answered to their end, over every route",
+            None,
+            MetricType::Gauge,
+        )?;
+        for route in upstream_routes() {
+            for upstream in route.upstreams() {
+                let labels = [("route", route.name()), ("upstream", &*upstream.label)];
+                let count = upstream.in_flight() as u64;
+                in_flight.encode_family(&labels)?.encode_gauge(&count)?;
+            }
+        }
         Ok(())
     }
+}
+
+/// The counters of the routes' protection (SPEC 7.4 to 7.6), one series
+/// per route that has the setting.
+fn encode_protection(
+    table: &RouteTable,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), fmt::Error> {
+    let routes = table.routes();
+    /// A family's name, its help, and how a route's count is read.
+    type Counted = (&'static str, &'static str, fn(&Protection) -> Option<u64>);
+    let counters: [Counted; 4] = [
+        ("switchyard_rate_limited", "Requests refused 429 by the route's rate limit", |p| {
+            p.rate_limit.as_ref().map(|l| l.limited.load(Ordering::Relaxed))
+        }),
+        (
+            "switchyard_rate_limit_overflow",
+            "Requests of new keys that took the shared overflow bucket, every bucket still refilling",
+            |p| p.rate_limit.as_ref().map(|l| l.overflowed.load(Ordering::Relaxed)),
+        ),
+        ("switchyard_overloaded", "Requests refused 503 by the route's max_in_flight", |p| {
+            p.in_flight.as_ref().map(|c| c.overloaded.load(Ordering::Relaxed))
+        }),
+        (
+            "switchyard_retry_budget_exhausted",
+            "Retries the route's retry budget did not allow",
+            |p| p.retry.as_ref().map(|b| b.exhausted.load(Ordering::Relaxed)),
+        ),
+    ];
+    for (name, help, read) in counters {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for route in routes {
+            if let Some(count) = read(&route.protection) {
+                family
+                    .encode_family(&[("route", route.name())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+    }
+    let mut mirrored = encoder.encode_descriptor(
+        "switchyard_mirror_requests",
+        "Mirrored copies: sent (answered), failed, or dropped (not made, or abandoned)",
+        None,
+        MetricType::Counter,
+    )?;
+    for route in routes {
+        if let Some(mirror) = &route.protection.mirror {
+            let results = [
+                ("sent", &mirror.sent),
+                ("failed", &mirror.failed),
+                ("dropped", &mirror.dropped),
+            ];
+            for (result, count) in results {
+                mirrored
+                    .encode_family(&[("route", route.name()), ("result", result)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count.load(Ordering::Relaxed), None)?;
+            }
+        }
+    }
+    Ok(())
 }

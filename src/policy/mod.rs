@@ -7,11 +7,17 @@
 //! - [`edits`]: `request_headers` and `response_headers`, with their
 //!   placeholders.
 //! - [`redirect`]: the router's own redirect answers.
+//! - [`limit`]: admission by rate limit and in-flight cap.
+//! - [`retry`]: which outcomes of a try may be tried again.
+//! - [`mirror`]: copies of a share of the requests, never in the way.
 //!
 //! State that outlives a table (rate-limit buckets, in-flight counts) lives
 //! in `routes/`, beside upstream health; this part imports `routes/` and
 //! never the other way round.
 
 pub mod edits;
+pub mod limit;
+pub mod mirror;
 pub mod redirect;
+pub mod retry;
 pub mod rewrite;

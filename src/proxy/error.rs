@@ -34,6 +34,13 @@ pub enum ProxyError {
     InvalidUpstreamResponse { route: String, detail: String },
     #[error("route {route}: an upgrade cannot go to an HTTP/2 upstream")]
     UpgradeUnsupported { route: String },
+    #[error("route {route}: rate limited; a token comes in {retry_after:?}")]
+    RateLimited {
+        route: String,
+        retry_after: Duration,
+    },
+    #[error("route {route}: as many requests in flight as max_in_flight allows")]
+    Overloaded { route: String },
 }
 
 impl ProxyError {
@@ -49,6 +56,8 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::InvalidUpstreamResponse { .. } => "upstream_invalid_response",
             ProxyError::UpgradeUnsupported { .. } => "upgrade_unsupported",
+            ProxyError::RateLimited { .. } => "rate_limited",
+            ProxyError::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -63,6 +72,8 @@ impl ProxyError {
             | ProxyError::InvalidUpstreamResponse { .. }
             | ProxyError::UpgradeUnsupported { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -78,7 +89,9 @@ impl ProxyError {
             | ProxyError::AmbiguousFraming
             | ProxyError::MalformedBody(_)
             | ProxyError::HeadersTooLarge { .. }
-            | ProxyError::UpgradeUnsupported { .. } => None,
+            | ProxyError::UpgradeUnsupported { .. }
+            | ProxyError::RateLimited { .. }
+            | ProxyError::Overloaded { .. } => None,
         }
     }
 
@@ -91,6 +104,8 @@ impl ProxyError {
             | ProxyError::InvalidUpstreamResponse { .. }
             | ProxyError::UpgradeUnsupported { .. } => grpc::Code::Unavailable,
             ProxyError::UpstreamTimeout { .. } => grpc::Code::DeadlineExceeded,
+            ProxyError::RateLimited { .. } => grpc::Code::ResourceExhausted,
+            ProxyError::Overloaded { .. } => grpc::Code::Unavailable,
             // gRPC's own reading of an HTTP 400 or 431.
             ProxyError::BadTarget(_)
             | ProxyError::AmbiguousFraming
@@ -138,6 +153,12 @@ impl ProxyError {
     }
 }
 
+/// `Retry-After` in whole seconds until a token: rounded up, at least 1
+/// (SPEC 7.4).
+fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// reqwest's top-level message is generic; the cause is in its sources.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -164,7 +185,9 @@ impl IntoResponse for ProxyError {
             }
             ProxyError::UpstreamUnavailable { route, .. }
             | ProxyError::InvalidUpstreamResponse { route, .. }
-            | ProxyError::UpgradeUnsupported { route } => {
+            | ProxyError::UpgradeUnsupported { route }
+            | ProxyError::RateLimited { route, .. }
+            | ProxyError::Overloaded { route } => {
                 json!({ "error": self.kind(), "route": route })
             }
             ProxyError::UpstreamTimeout { route, timeout } => {
@@ -172,7 +195,16 @@ impl IntoResponse for ProxyError {
             }
         };
         let close = matches!(self, ProxyError::MalformedBody(_));
+        let retry_after = match &self {
+            ProxyError::RateLimited { retry_after, .. } => Some(retry_after_seconds(*retry_after)),
+            _ => None,
+        };
         let mut response = (self.status(), Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
         if close {
             response.headers_mut().insert(
                 http::header::CONNECTION,

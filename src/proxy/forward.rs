@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -15,19 +16,26 @@ use http::{HeaderMap, HeaderValue, StatusCode, Version};
 use http_body::Body as _;
 use url::Url;
 
-use crate::observe::access::Routed;
+use crate::observe::access::{Holds, Routed};
 use crate::policy::edits::{self, EditContext};
+use crate::policy::mirror;
+use crate::policy::retry::{self, TryOutcome};
 use crate::policy::rewrite::path_for_upstream;
 use crate::proxy::body::{BodyHandoff, Relayed};
 use crate::proxy::deadline::timeout_at;
 use crate::proxy::error::ProxyError;
 use crate::proxy::grpc::{self, GRPC_TRAILERS};
 use crate::proxy::headers::{set_forwarded, strip_hop_by_hop, upgrade_requested, REQUEST_ID};
-use crate::proxy::state::{Answer, ClientConnection, Wire};
+use crate::proxy::state::{Answer, ClientConnection, Progress, Wire};
 use crate::proxy::tunnel::switch_protocols;
+use crate::routes::balance::key_digest;
+use crate::routes::conditions::first_cookie;
+use crate::routes::config::{http_twin, Balance, HashOn, UpstreamProtocol};
+use crate::routes::counters::RetryReason;
 use crate::routes::host::host_of_authority;
+use crate::routes::limits::{Mirror, RetryBudget};
 use crate::routes::table::Route;
-use crate::routes::upstreams::{now_ms, Connect, RouteUpstream};
+use crate::routes::upstreams::{now_ms, Connect, RouteUpstream, UpstreamLoad};
 
 /// The URL a request for the canonical `path` with `query` is sent to on
 /// `upstream`: the upstream's origin, parsed once per table, with the path
@@ -56,7 +64,7 @@ fn request_url(route: &Route, upstream: &RouteUpstream, path: &str, query: Optio
 pub fn forward<'a>(
     connection: &'a ClientConnection,
     route: &'a Route,
-    routed: &'a mut Routed,
+    progress: &'a mut Progress,
     path: &'a str,
     mut request: Request,
     original_host: Option<HeaderValue>,
@@ -87,9 +95,30 @@ pub fn forward<'a>(
     // A request without a body must not gain one: a stream body would make
     // the upstream request chunked even for a GET.
     let mut body = (!body.is_end_stream()).then_some(body);
+    if let Some(mirror) = &route.protection.mirror {
+        body = mirror_request(
+            connection,
+            route,
+            mirror,
+            path,
+            &parts,
+            body,
+            &mut progress.routed,
+        );
+    }
     let replayable = body.is_none() && parts.method.is_idempotent();
+    // Answers are retried only on bodiless idempotent requests (SPEC 7.5).
+    let retry = route
+        .protection
+        .retry
+        .as_deref()
+        .filter(|_| retry::replayable(&parts.method, body.is_some()));
+    if let Some(budget) = retry {
+        budget.first_try();
+    }
     // Only a route with somewhere else to go keeps what a second try needs.
     let may_retry = balancer.upstreams().len() > 1;
+    let keep_headers = may_retry || retry.is_some();
     let handoff = body.take_if(|_| may_retry).map(BodyHandoff::new);
     let timeout = match wire.grpc {
         // A gRPC client's own deadline shortens the route's (SPEC 8).
@@ -98,18 +127,41 @@ pub fn forward<'a>(
         false => route.spec.timeout,
     };
     let deadline = tokio::time::Instant::now() + timeout;
+    let per_try = retry.and_then(|budget| budget.spec.per_try_timeout);
+    let key = match balancer.balance() {
+        Balance::Hash(on) => hash_key(on, &parts.headers, connection),
+        _ => None,
+    };
 
     async move {
-        let tried = &mut routed.upstreams;
+        let Progress { routed, holds } = progress;
         let mut last_error = None;
+        // The last answer a retry passed over: what the client gets if
+        // every try after it fails (SPEC 7.5).
+        let mut passed_over: Option<(reqwest::Response, UpstreamLoad)> = None;
+        let mut next_reason = None;
+        // The next try is a retry of an answer (SPEC 7.5), which may go back
+        // to an upstream already tried; a try after a connect failure
+        // (SPEC 4.10) goes to each upstream at most once.
+        let mut again = false;
         let upstream_response = loop {
-            let Some(index) = balancer.pick(tried) else {
-                return Err(last_error.unwrap_or_else(|| no_upstream_left(route)));
+            let tried = &routed.upstreams;
+            let picked = if again {
+                balancer.pick_again(tried, key)
+            } else {
+                balancer.pick(tried, key)
             };
-            if !tried.is_empty() {
-                route.metrics.retried();
+            let Some(index) = picked else {
+                return match passed_over {
+                    Some((answer, load)) => answered(answer, load, holds),
+                    None => Err(last_error.unwrap_or_else(|| no_upstream_left(route))),
+                };
+            };
+            if let Some(reason) = next_reason.take() {
+                route.metrics.retried(reason);
+                routed.retries.push(reason);
             }
-            tried.push(index);
+            routed.upstreams.push(index);
             let upstream = &balancer.upstreams()[index];
             upstream.counters.requests.fetch_add(1, Ordering::Relaxed);
             if upgrade.is_some() && matches!(upstream.connect, Connect::H2c) {
@@ -117,6 +169,7 @@ pub fn forward<'a>(
                     route: route.name().to_owned(),
                 });
             }
+            let load = upstream.start();
             // Built in a block of its own, so that the request handed to
             // reqwest takes no room in this future while it is awaited.
             let sent = {
@@ -131,7 +184,7 @@ pub fn forward<'a>(
                 };
                 let url = request_url(route, upstream, path, parts.uri.query());
                 let mut outgoing = reqwest::Request::new(parts.method.clone(), url);
-                *outgoing.headers_mut() = if may_retry {
+                *outgoing.headers_mut() = if keep_headers {
                     parts.headers.clone()
                 } else {
                     std::mem::take(&mut parts.headers)
@@ -143,25 +196,77 @@ pub fn forward<'a>(
                 }
                 client.execute(outgoing)
             };
-            let error = match timeout_at(deadline, sent).await {
+            let try_deadline = per_try.map_or(deadline, |per_try| {
+                deadline.min(tokio::time::Instant::now() + per_try)
+            });
+            let outcome = match timeout_at(try_deadline, sent).await {
                 Ok(Ok(response)) => {
                     upstream.health.succeeded();
-                    break response;
+                    let status = response.status();
+                    let retried = retry.filter(|_| routed.upstreams.len() < retry_attempts(retry));
+                    match retried.and_then(|budget| {
+                        retry::reason(&budget.spec, TryOutcome::Answered(status))
+                            .map(|reason| (budget, reason))
+                    }) {
+                        Some((budget, reason)) if budget.try_retry() => {
+                            passed_over = Some((response, load));
+                            next_reason = Some(reason);
+                            again = true;
+                            continue;
+                        }
+                        _ => {
+                            *holds = Holds {
+                                upstream: Some(load),
+                                ..std::mem::take(holds)
+                            };
+                            break response;
+                        }
+                    }
                 }
                 Ok(Err(error)) => Some(error),
                 Err(_elapsed) => None,
             };
+            drop(load);
+            let timed_out = outcome.is_none();
+            // A try that ran past its own timeout, with the route's still
+            // running, may be retried like a reset.
+            let per_try_expired = timed_out && try_deadline < deadline;
             let failed = failed_try(
                 route,
                 upstream,
-                error,
+                outcome,
                 timeout,
                 replayable,
                 handoff.as_ref(),
             );
-            match failed {
-                AfterFailure::TryNext(failure) => last_error = Some(failure),
-                AfterFailure::GiveUp(failure) => return Err(failure),
+            let retried = retry.filter(|_| routed.upstreams.len() < retry_attempts(retry));
+            let on_answer = retried.and_then(|budget| {
+                let outcome = match &failed {
+                    _ if per_try_expired => TryOutcome::TimedOut,
+                    AfterFailure::GiveUp(ProxyError::InvalidUpstreamResponse { .. }) => {
+                        TryOutcome::Reset
+                    }
+                    _ => return None,
+                };
+                retry::reason(&budget.spec, outcome).map(|reason| (budget, reason))
+            });
+            match (failed, on_answer) {
+                (AfterFailure::TryNext(failure, reason), _) => {
+                    last_error = Some(failure);
+                    next_reason = Some(reason);
+                    again = false;
+                }
+                (AfterFailure::GiveUp(failure), Some((budget, reason))) if budget.try_retry() => {
+                    last_error = Some(failure);
+                    next_reason = Some(reason);
+                    again = true;
+                }
+                (AfterFailure::GiveUp(failure), _) => {
+                    return match passed_over {
+                        Some((answer, load)) => answered(answer, load, holds),
+                        None => Err(failure),
+                    };
+                }
             }
         };
         routed.upstream_version = Some(upstream_response.version());
@@ -173,6 +278,7 @@ pub fn forward<'a>(
                     upstream_response,
                     client_upgrade,
                     &state.tunnels,
+                    holds.route.take(),
                 )));
             }
         }
@@ -192,6 +298,81 @@ pub fn forward<'a>(
         // complete.
         Ok(Answer::Upstream(response))
     }
+}
+
+/// The tries a route's `retry` allows in all (SPEC 7.5).
+fn retry_attempts(retry: Option<&RetryBudget>) -> usize {
+    retry.map_or(1, |budget| budget.spec.attempts as usize)
+}
+
+/// An answer a retry passed over, given to the client after all (SPEC 7.5:
+/// the last real answer, not a router error), as it was.
+fn answered(
+    response: reqwest::Response,
+    load: UpstreamLoad,
+    holds: &mut Holds,
+) -> Result<Answer, ProxyError> {
+    holds.upstream = Some(load);
+    let mut response: http::Response<reqwest::Body> = response.into();
+    strip_hop_by_hop(response.headers_mut(), false);
+    Ok(Answer::Upstream(response))
+}
+
+/// The digest of the request's `hash_on` key, or `None` when it has none
+/// (such a request goes round robin).
+fn hash_key(on: &HashOn, headers: &HeaderMap, connection: &ClientConnection) -> Option<u64> {
+    match on {
+        HashOn::ClientIp => Some(key_digest(
+            connection.peer.forwarded_for.as_header_value().as_bytes(),
+        )),
+        HashOn::Header(name) => headers.get(name).map(|v| key_digest(v.as_bytes())),
+        HashOn::Cookie(name) => first_cookie(headers, name).map(key_digest),
+    }
+}
+
+/// Starts the route's mirrored copy of this request, if it is one of the
+/// copied share (SPEC 7.6), and returns the body the original sends.
+#[cold]
+#[inline(never)]
+fn mirror_request(
+    connection: &ClientConnection,
+    route: &Route,
+    mirror: &Arc<Mirror>,
+    path: &str,
+    parts: &http::request::Parts,
+    body: Option<axum::body::Body>,
+    routed: &mut Routed,
+) -> Option<axum::body::Body> {
+    let target = &mirror.spec.to;
+    let (origin, connect) = match UpstreamProtocol::of(target) {
+        UpstreamProtocol::H2c => (http_twin(target).ok(), Connect::H2c),
+        UpstreamProtocol::Https => (Some(target.clone()), Connect::Https),
+        UpstreamProtocol::Http1 => (Some(target.clone()), Connect::Http1),
+    };
+    let (Some(mut url), Ok(client)) = (origin, connection.proxy.clients.for_upstream(&connect))
+    else {
+        mirror.dropped.fetch_add(1, Ordering::Relaxed);
+        return body;
+    };
+    url.set_path(&path_for_upstream(
+        target.path(),
+        &route.spec.prefix,
+        path,
+        route.spec.strip_prefix,
+        route.spec.rewrite.as_ref(),
+    ));
+    url.set_query(parts.uri.query());
+    let (body, copied) = mirror::copy(
+        mirror,
+        client,
+        &parts.method,
+        url,
+        &parts.headers,
+        body,
+        route.spec.timeout,
+    );
+    routed.mirrored = copied;
+    body
 }
 
 /// Applies the route's `request_headers` (SPEC 7.2), after the router's
@@ -240,7 +421,10 @@ fn trailers_to_declare(response: &http::Response<reqwest::Body>) -> Option<Heade
 
 /// What a request does after a try failed.
 enum AfterFailure {
-    TryNext(ProxyError),
+    /// Nothing reached the upstream, or it closed a reused connection
+    /// before any byte of an answer (SPEC 4.10): the next upstream, for
+    /// this reason.
+    TryNext(ProxyError, RetryReason),
     GiveUp(ProxyError),
 }
 
@@ -270,16 +454,18 @@ fn failed_try(
         note_failure(upstream);
         // Nothing reached the upstream; the body goes to the next try if
         // the first one never started reading it.
-        handoff.is_none_or(BodyHandoff::unread)
+        handoff
+            .is_none_or(BodyHandoff::unread)
+            .then_some(RetryReason::Connect)
     } else {
-        replayable && closed_before_answering(&error)
+        (replayable && closed_before_answering(&error)).then_some(RetryReason::Reset)
     };
     let failure = ProxyError::from_upstream(route.name(), &error);
-    if !retry {
+    let Some(reason) = retry else {
         return AfterFailure::GiveUp(failure);
-    }
+    };
     tracing::debug!(route = route.name(), upstream = %upstream.spec.url, %failure, "trying the next upstream");
-    AfterFailure::TryNext(failure)
+    AfterFailure::TryNext(failure, reason)
 }
 
 #[cold]

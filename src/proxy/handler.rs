@@ -28,15 +28,16 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 
-use crate::observe::access::{Exchange, Routed};
+use crate::observe::access::{Exchange, Holds};
 use crate::policy::edits::{self, EditContext};
+use crate::policy::limit::{self, Refused};
 use crate::policy::redirect::{self, RedirectContext};
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward::forward;
 use crate::proxy::grpc;
 use crate::proxy::headers::{ensure_request_id, request_authority, REQUEST_ID};
 use crate::proxy::server::{MakeApp, MAX_HEADER_BYTES};
-use crate::proxy::state::{Answer, ClientConnection, Listener, ProxyState, Wire};
+use crate::proxy::state::{Answer, ClientConnection, Listener, Progress, ProxyState, Wire};
 use crate::routes::config::{RedirectSpec, RespondSpec};
 use crate::routes::counters::UpstreamErrorKind;
 use crate::routes::host::host_of_authority;
@@ -109,7 +110,7 @@ fn handle(
         )
     });
     async move {
-        let mut routed = Routed::default();
+        let mut progress = Progress::default();
         // Routing is synchronous; only the forwarding awaits, so the request
         // lives in one future, not in one per layer of calls.
         let (picked, wire) = pick_route(&table, &request, authority.as_ref());
@@ -119,13 +120,22 @@ fn handle(
         let answer = match picked {
             Err(error) => Err(error),
             Ok((route, path)) => {
-                routed.route = Some(route.index);
+                progress.routed.route = Some(route.index);
+                // The route's rate limit and in-flight cap; a route with
+                // neither pays one branch.
+                let admitted = if route.protection.guards_admission() {
+                    admit_to(route, &request, &connection, &mut progress)
+                } else {
+                    Ok(())
+                };
                 // Only a chunked body can be framed other than its head
                 // says; hyper finds out when it decodes the first chunk.
-                let checked = if wire.chunked {
-                    first_chunk_decoded(request, route.spec.timeout).await
-                } else {
-                    Ok(request)
+                let checked = match admitted {
+                    Err(refused) => Err(refused),
+                    Ok(()) if wire.chunked => {
+                        first_chunk_decoded(request, route.spec.timeout).await
+                    }
+                    Ok(()) => Ok(request),
                 };
                 if !route.spec.response_headers.is_empty() {
                     edited = Some((route, authority.clone(), request_id.clone()));
@@ -146,18 +156,29 @@ fn handle(
                         )))
                     }
                     (Ok(request), Destination::Upstreams(_)) => {
-                        let routed = &mut routed;
-                        forward(&connection, route, routed, &path, request, authority, wire).await
+                        let progress = &mut progress;
+                        forward(
+                            &connection,
+                            route,
+                            progress,
+                            &path,
+                            request,
+                            authority,
+                            wire,
+                        )
+                        .await
                     }
                 }
             }
         };
         let mut response = match answer {
             Ok(Answer::Upstream(response)) => {
-                answer_with(response, request_id, exchange, routed, None)
+                answer_with(response, request_id, exchange, progress, None)
             }
-            Ok(Answer::Made(response)) => answer_with(response, request_id, exchange, routed, None),
-            Err(error) => answer_error(error, wire.grpc, request_id, exchange, routed),
+            Ok(Answer::Made(response)) => {
+                answer_with(response, request_id, exchange, progress, None)
+            }
+            Err(error) => answer_error(error, wire.grpc, request_id, exchange, progress),
         };
         if let Some((route, host, request_id)) = edited {
             edit_answer(
@@ -231,7 +252,7 @@ fn answer_error(
     grpc_request: bool,
     request_id: HeaderValue,
     exchange: Option<Exchange>,
-    routed: Routed,
+    progress: Progress,
 ) -> Response {
     let upstream = error.upstream_error_kind();
     if upstream.is_some() {
@@ -241,16 +262,17 @@ fn answer_error(
     }
     let failure = Some((error.kind(), upstream));
     let response = error.into_answer(grpc_request);
-    answer_with(response, request_id, exchange, routed, failure)
+    answer_with(response, request_id, exchange, progress, failure)
 }
 
 /// `response` as the client gets it: with the request id, and observed to
-/// the end of its body when requests are observed.
+/// the end of its body when requests are observed. What the request holds
+/// (its places in in-flight counts) goes with the body, to its end.
 fn answer_with<B>(
     mut response: http::Response<B>,
     request_id: HeaderValue,
     exchange: Option<Exchange>,
-    routed: Routed,
+    progress: Progress,
     error: Option<(&'static str, Option<UpstreamErrorKind>)>,
 ) -> Response
 where
@@ -258,9 +280,73 @@ where
     B::Error: Into<axum::BoxError>,
 {
     response.headers_mut().insert(REQUEST_ID, request_id);
+    let Progress { routed, holds } = progress;
     match exchange {
-        Some(exchange) => exchange.respond(response, routed, error),
-        None => response.map(Body::new),
+        Some(exchange) => exchange.respond(response, routed, holds, error),
+        None if holds.is_empty() => response.map(Body::new),
+        None => response.map(|body| {
+            Body::new(Holding {
+                body,
+                _holds: holds,
+            })
+        }),
+    }
+}
+
+/// A response body that keeps what its request holds until it ends: for
+/// a router that does not observe requests (measurements only), where the
+/// observed body would do it.
+struct Holding<B> {
+    body: B,
+    _holds: Holds,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Holding<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Admits a request to its route (SPEC 7.4), keeping its place in the
+/// route's in-flight count; out of line, as few routes limit.
+#[cold]
+#[inline(never)]
+fn admit_to(
+    route: &Route,
+    request: &Request,
+    connection: &ClientConnection,
+    progress: &mut Progress,
+) -> Result<(), ProxyError> {
+    match limit::admit(
+        &route.protection,
+        request.headers(),
+        connection.peer.addr.ip(),
+    ) {
+        Ok(place) => {
+            progress.holds.route = place;
+            Ok(())
+        }
+        Err(Refused::RateLimited { retry_after }) => Err(ProxyError::RateLimited {
+            route: route.name().to_owned(),
+            retry_after,
+        }),
+        Err(Refused::Overloaded) => Err(ProxyError::Overloaded {
+            route: route.name().to_owned(),
+        }),
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`headers`]: hop-by-hop removal, `X-Forwarded-*`, request ids.
 //! - [`error`]: proxy errors and their JSON (or gRPC) responses.
 //! - [`health`]: active health checks of upstreams, off the request path.
+//! - [`sweeper`]: forgets refilled rate-limit buckets, off the request path.
 
 pub mod body;
 pub mod client;
@@ -25,4 +26,5 @@ pub mod headers;
 pub mod health;
 pub mod server;
 pub mod state;
+pub mod sweeper;
 pub mod tunnel;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::response::Response;
 
+use crate::observe::access::{Holds, Routed};
 use crate::proxy::client::{ClientError, UpstreamClients};
 use crate::proxy::server::Peer;
 use crate::proxy::tunnel::Tunnels;
@@ -70,6 +71,14 @@ impl ProxyState {
 pub struct ClientConnection {
     pub proxy: ProxyState,
     pub peer: Peer,
+}
+
+/// What the steps of one request fill in as they go: where it went, and
+/// what it holds until its response ends.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub routed: Routed,
+    pub holds: Holds,
 }
 
 /// A response on its way to the client: an upstream's, whose body is boxed

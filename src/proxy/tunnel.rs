@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 use crate::proxy::headers::strip_hop_by_hop;
+use crate::routes::limits::InFlight;
 
 /// The upgraded connections (WebSocket and others) one worker relays. They
 /// outlive the HTTP connection they came from, so the drain waits for them
@@ -78,6 +79,7 @@ pub(crate) fn switch_protocols(
     upstream_response: reqwest::Response,
     client_upgrade: hyper::upgrade::OnUpgrade,
     tunnels: &Tunnels,
+    in_flight: Option<InFlight>,
 ) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -87,6 +89,8 @@ pub(crate) fn switch_protocols(
     let tunnel = tunnels.open();
     tokio::spawn(async move {
         let _tunnel = tunnel;
+        // A tunnel counts in its route's `max_in_flight` until it closes.
+        let _in_flight = in_flight;
         let (client, upstream) = match tokio::try_join!(
             async { client_upgrade.await.map_err(|e| e.to_string()) },
             async { upstream_response.upgrade().await.map_err(|e| e.to_string()) },

@@ -149,6 +149,38 @@ impl UpstreamErrorKind {
     }
 }
 
+/// Why a request was tried again: the `reason` label of
+/// `switchyard_upstream_retries_total` (SPEC 3, 7.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connect failed: nothing reached the upstream (SPEC 4.10).
+    Connect,
+    /// The upstream closed or reset before a complete response head.
+    Reset,
+    /// `per_try_timeout` passed with no response head.
+    Timeout,
+    /// The upstream answered with a status `retry.on` names.
+    Status,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 4] = [
+        RetryReason::Connect,
+        RetryReason::Reset,
+        RetryReason::Timeout,
+        RetryReason::Status,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::Connect => "connect",
+            RetryReason::Reset => "reset",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Status => "status",
+        }
+    }
+}
+
 /// A histogram made of atomics. The `+Inf` count is the sum of the bucket
 /// counts when encoded, so a scrape never shows a count that disagrees with
 /// its buckets.
@@ -200,8 +232,8 @@ pub struct RouteMetrics {
     codes: CodeCounts,
     duration: DurationHistogram,
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
-    /// Tries after a request's first (SPEC 4.10).
-    retries: AtomicU64,
+    /// Tries after a request's first (SPEC 4.10, 7.5), by reason.
+    retries: [AtomicU64; RetryReason::ALL.len()],
 }
 
 impl Default for RouteMetrics {
@@ -210,7 +242,7 @@ impl Default for RouteMetrics {
             codes: CodeCounts::new(),
             duration: DurationHistogram::new(),
             upstream_errors: std::array::from_fn(|_| AtomicU64::new(0)),
-            retries: AtomicU64::new(0),
+            retries: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -226,12 +258,18 @@ impl RouteMetrics {
         self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn retried(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
+    pub fn retried(&self, reason: RetryReason) {
+        self.retries[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
+    /// Retries so far, by reason.
+    pub fn retries(&self) -> impl Iterator<Item = (RetryReason, u64)> + '_ {
+        RetryReason::ALL.iter().map(|&reason| {
+            (
+                reason,
+                self.retries[reason as usize].load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Requests counted so far, by status code label, codes never seen left out.

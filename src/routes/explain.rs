@@ -159,6 +159,9 @@ pub struct Explanation {
     /// The winner's upstreams and whether each would take a request now
     /// (empty for a `respond` route).
     pub upstreams: Vec<UpstreamView>,
+    /// How the winner protects its upstreams, in `check`'s words: rate
+    /// limit, in-flight cap, retries, balancing, mirror; empty for none.
+    pub protection: Vec<String>,
 }
 
 /// One upstream of the winning route, as of the question.
@@ -166,6 +169,7 @@ pub struct Explanation {
 pub struct UpstreamView {
     pub url: String,
     pub weight: u32,
+    pub in_flight: usize,
     /// `http/1.1`, `h2c` or `https` (`h2` or `http/1.1` by ALPN).
     pub protocol: UpstreamProtocol,
     pub state: UpstreamState,
@@ -238,7 +242,26 @@ pub fn explain(table: &RouteTable, query: &MatchQuery) -> Result<Explanation, No
         rejected,
         reason,
         upstreams: upstream_views(winner.route),
+        protection: protection_summary(&winner.route.spec),
     })
+}
+
+fn protection_summary(spec: &crate::routes::config::RouteSpec) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Some(limit) = &spec.rate_limit {
+        parts.push(format!("rate limit {limit}"));
+    }
+    if let Some(max) = spec.max_in_flight {
+        parts.push(format!("at most {max} in flight"));
+    }
+    if let Some(retry) = &spec.retry {
+        parts.push(format!("retry {retry}"));
+    }
+    parts.push(format!("balance {}", spec.balance));
+    if let Some(mirror) = &spec.mirror {
+        parts.push(format!("mirror {}% to {}", mirror.percent, mirror.to));
+    }
+    parts
 }
 
 fn upstream_views(route: &Route) -> Vec<UpstreamView> {
@@ -251,6 +274,7 @@ fn upstream_views(route: &Route) -> Vec<UpstreamView> {
         .map(|(u, eligible)| UpstreamView {
             url: u.spec.url.to_string(),
             weight: u.spec.weight,
+            in_flight: u.in_flight(),
             protocol: u.spec.protocol(),
             state: u.health.state(now),
             eligible,

@@ -10,16 +10,22 @@
 //! - [`host`]: the request host, normalized the one way routes name it.
 //! - [`explain`]: why a request would go where it goes (`/routes/match`).
 //! - [`counters`]: the per-route counters a table holds.
-//! - [`upstreams`]: each route's weighted round robin and the health of
-//!   every upstream URL, shared across tables.
+//! - [`upstreams`]: the health and in-flight count of every upstream URL,
+//!   shared across tables, and which client each upstream takes.
+//! - [`balance`]: which upstream a try goes to: round robin, least
+//!   request, rendezvous hashing.
+//! - [`limits`]: rate-limit buckets, in-flight caps and retry budgets,
+//!   carried across tables by route name and setting.
 //! - [`upstream_tls`]: a route's `upstream_tls` built into a TLS client
 //!   configuration, replaced when its files rotate.
 
+pub mod balance;
 pub mod conditions;
 pub mod config;
 pub mod counters;
 pub mod explain;
 pub mod host;
+pub mod limits;
 pub mod path;
 pub mod request;
 pub mod table;

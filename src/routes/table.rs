@@ -17,16 +17,18 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
 
+use crate::routes::balance::Balancer;
 use crate::routes::conditions;
 use crate::routes::config::{
     Config, ConfigError, HostPattern, RedirectSpec, RespondSpec, RouteSpec, TargetSpec,
     UpstreamTlsSpec,
 };
 use crate::routes::counters::RouteMetrics;
+use crate::routes::limits::Protection;
 use crate::routes::path::canonical_path;
 pub use crate::routes::request::RequestFacts;
 use crate::routes::upstream_tls::UpstreamTls;
-use crate::routes::upstreams::{Balancer, RouteUpstream, UpstreamHealth};
+use crate::routes::upstreams::{RouteUpstream, UpstreamHealth};
 
 /// What a table was built from, for the admin API and the reload log.
 #[derive(Debug, Clone)]
@@ -75,6 +77,9 @@ pub struct Route {
     /// Whether the route has conditions beyond host, prefix and method,
     /// read once per table so a route without them pays one load.
     conditional: bool,
+    /// Its rate limit, in-flight cap, retry budget and mirror, when it has
+    /// them: state kept across reloads by name and setting.
+    pub protection: Protection,
 }
 
 impl Route {
@@ -261,11 +266,16 @@ impl RouteTable {
             };
             trie.insert(&spec.prefix, index);
             let balancer = match &spec.target {
-                TargetSpec::Upstreams(upstreams) => Balancer::new(upstreams, tls.as_ref()),
-                TargetSpec::Respond(_) | TargetSpec::Redirect(_) => Balancer::new(&[], None),
+                TargetSpec::Upstreams(upstreams) => {
+                    Balancer::new(upstreams, tls.as_ref(), &spec.balance)
+                }
+                TargetSpec::Respond(_) | TargetSpec::Redirect(_) => {
+                    Balancer::new(&[], None, &spec.balance)
+                }
             };
             table.routes.push(Route {
                 conditional: !spec.conditions.is_empty(),
+                protection: Protection::new(&spec),
                 spec,
                 index,
                 metrics: Arc::default(),
@@ -320,18 +330,23 @@ impl RouteTable {
             .iter()
             .map(|route| (route.name(), route))
             .collect();
-        let mut health: HashMap<&Url, &Arc<UpstreamHealth>> = HashMap::new();
+        type PerUrl<'a> = (&'a Arc<UpstreamHealth>, &'a Arc<AtomicUsize>);
+        let mut health: HashMap<&Url, PerUrl<'_>> = HashMap::new();
         for upstream in previous.routes.iter().flat_map(Route::upstreams) {
-            health.entry(&upstream.spec.url).or_insert(&upstream.health);
+            health
+                .entry(&upstream.spec.url)
+                .or_insert((&upstream.health, &upstream.in_flight));
         }
         for route in &mut self.routes {
             let old_route = old.get(route.spec.name.as_str());
             if let Some(old_route) = old_route {
                 route.metrics = Arc::clone(&old_route.metrics);
+                route.protection.carry_from(&old_route.protection);
             }
             for upstream in route.balancer.upstreams_mut() {
-                if let Some(shared) = health.get(&upstream.spec.url) {
+                if let Some((shared, in_flight)) = health.get(&upstream.spec.url) {
                     upstream.health = Arc::clone(shared);
+                    upstream.in_flight = Arc::clone(in_flight);
                 }
                 let old_upstream = old_route.and_then(|r| {
                     r.upstreams()
@@ -351,13 +366,21 @@ impl RouteTable {
     /// Routes of one table that name the same URL share its health, also
     /// when the URL is new in this table.
     fn share_health_within(&mut self) {
-        let mut first: HashMap<Url, Arc<UpstreamHealth>> = HashMap::new();
+        type PerUrl = (Arc<UpstreamHealth>, Arc<AtomicUsize>);
+        let mut first: HashMap<Url, PerUrl> = HashMap::new();
         for route in &mut self.routes {
             for upstream in route.balancer.upstreams_mut() {
                 match first.get(&upstream.spec.url) {
-                    Some(shared) => upstream.health = Arc::clone(shared),
+                    Some((health, in_flight)) => {
+                        upstream.health = Arc::clone(health);
+                        upstream.in_flight = Arc::clone(in_flight);
+                    }
                     None => {
-                        first.insert(upstream.spec.url.clone(), Arc::clone(&upstream.health));
+                        let shared = (
+                            Arc::clone(&upstream.health),
+                            Arc::clone(&upstream.in_flight),
+                        );
+                        first.insert(upstream.spec.url.clone(), shared);
                     }
                 }
             }

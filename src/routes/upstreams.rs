@@ -10,6 +10,7 @@
 //! atomics only; the common case (healthy, never failed) is a few loads and
 //! no store, so worker threads do not bounce a cache line between them.
 
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,7 +29,8 @@ pub const MAX_EJECTION: Duration = Duration::from_secs(60);
 /// another may try: as long as a connect may take, so a trial whose client
 /// went away does not keep the upstream out for good.
 pub const TRIAL_WINDOW: Duration = Duration::from_secs(5);
-/// Tries per request, each to a different upstream (SPEC 4.10).
+/// Tries per request after connect failures, each to a different upstream
+/// (SPEC 4.10).
 pub const MAX_TRIES: usize = 3;
 
 /// Milliseconds on a monotonic clock shared by the process; never 0, so 0
@@ -57,6 +59,10 @@ pub enum CheckVerdict {
 pub enum UpstreamState {
     Healthy,
     Ejected,
+    /// Its ejection has run out, or its trial request is under way, and
+    /// nothing has answered since it failed: never shown as healthy
+    /// (SPEC 4.10).
+    Recovering,
     Unhealthy,
     Unknown,
 }
@@ -180,11 +186,25 @@ impl UpstreamHealth {
         self.last_check_unix_ms.store(unix_ms, Ordering::Relaxed);
     }
 
+    /// Whether a request may go here now, without claiming the trial of
+    /// an ejection that ran out: for a balancer weighing candidates, which
+    /// then takes the one it picks with [`UpstreamHealth::try_take`].
+    pub fn available(&self, now: u64) -> bool {
+        self.eligible(now)
+    }
+
     /// The state to show, as of `now`.
     pub fn state(&self, now: u64) -> UpstreamState {
         let until = self.ejected_until.load(Ordering::Relaxed);
-        if until != 0 && now < until && self.trial_started.load(Ordering::Relaxed) == 0 {
-            return UpstreamState::Ejected;
+        if until != 0 {
+            // Ejected, and nothing has answered since: `succeeded` is what
+            // clears `ejected_until`.
+            let trial = self.trial_started.load(Ordering::Relaxed) != 0;
+            return if now < until && !trial {
+                UpstreamState::Ejected
+            } else {
+                UpstreamState::Recovering
+            };
         }
         match self.verdict() {
             CheckVerdict::Unhealthy => UpstreamState::Unhealthy,
@@ -245,6 +265,43 @@ pub struct RouteUpstream {
     pub label: Box<str>,
     pub health: Arc<UpstreamHealth>,
     pub counters: Arc<UpstreamCounters>,
+    /// Requests sent here and not yet answered to their end, shared by
+    /// every route and table that names the URL, like health (SPEC 7.6).
+    pub in_flight: Arc<AtomicUsize>,
+    /// Of the URL, for rendezvous hashing: fixed by the URL alone, so a
+    /// key's scores do not move when other upstreams come or go.
+    pub key_hash: u64,
+}
+
+/// The digest of a hash key (a client address, a header or cookie value),
+/// the same in every process: a key stays on its upstream across restarts.
+pub fn key_digest(key: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(key);
+    hasher.finish()
+}
+
+/// Counts one request against an upstream's in-flight number until
+/// dropped: at the end of its response body, or when its try failed.
+#[derive(Debug)]
+pub struct UpstreamLoad(Arc<AtomicUsize>);
+
+impl Drop for UpstreamLoad {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl RouteUpstream {
+    /// Counts a request sent here until the returned guard is dropped.
+    pub fn start(&self) -> UpstreamLoad {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        UpstreamLoad(Arc::clone(&self.in_flight))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
 }
 
 impl RouteUpstream {
@@ -280,11 +337,14 @@ impl RouteUpstream {
             },
         };
         let label = spec.url[url::Position::BeforeHost..url::Position::AfterPort].into();
+        let key_hash = key_digest(spec.url.as_str().as_bytes());
         RouteUpstream {
             spec,
             origin,
             connect,
             label,
+            in_flight: Arc::default(),
+            key_hash,
             health: Arc::default(),
             counters: Arc::default(),
         }
@@ -305,166 +365,9 @@ impl RouteUpstream {
     }
 }
 
-/// The upstreams a request has been sent to, in order.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Tried {
-    indices: [u16; MAX_TRIES],
-    len: u8,
-}
-
-impl Tried {
-    pub fn push(&mut self, index: usize) {
-        if let Some(slot) = self.indices.get_mut(usize::from(self.len)) {
-            *slot = index as u16;
-            self.len += 1;
-        }
-    }
-
-    pub fn contains(&self, index: usize) -> bool {
-        self.as_slice().iter().any(|&i| usize::from(i) == index)
-    }
-
-    pub fn as_slice(&self) -> &[u16] {
-        &self.indices[..usize::from(self.len)]
-    }
-
-    pub fn len(&self) -> usize {
-        usize::from(self.len)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn last(&self) -> Option<usize> {
-        self.as_slice().last().map(|&i| usize::from(i))
-    }
-}
-
-/// A route's upstreams and the order its round robin visits them in.
-#[derive(Debug)]
-pub struct Balancer {
-    upstreams: Box<[RouteUpstream]>,
-    /// One full round of smooth weighted round robin, precomputed so that a
-    /// pick is one atomic increment and an index, with no lock and no
-    /// shared weights to update.
-    schedule: Box<[u16]>,
-    next: AtomicUsize,
-}
-
-impl Balancer {
-    pub fn new(specs: &[UpstreamSpec], tls: Option<&Arc<UpstreamTls>>) -> Self {
-        let weights: Vec<u32> = specs.iter().map(|u| u.weight).collect();
-        Balancer {
-            upstreams: specs
-                .iter()
-                .cloned()
-                .map(|spec| RouteUpstream::new(spec, tls))
-                .collect(),
-            schedule: smooth_schedule(&weights),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    pub fn upstreams(&self) -> &[RouteUpstream] {
-        &self.upstreams
-    }
-
-    pub fn upstreams_mut(&mut self) -> &mut [RouteUpstream] {
-        &mut self.upstreams
-    }
-
-    /// The upstream for a request's next try, or `None` when it has tried
-    /// as many as it may. The first try takes a turn of the round robin;
-    /// every try skips upstreams already tried and, while any other is
-    /// eligible, those ejected or unhealthy.
-    pub fn pick(&self, tried: &Tried) -> Option<usize> {
-        let count = self.upstreams.len();
-        if tried.len() >= count.min(MAX_TRIES) {
-            return None;
-        }
-        if count == 1 {
-            // Nowhere else to go: an ejected single upstream still gets the
-            // request (better a try than a certain 502), but a trial is
-            // still claimed so that the ejection's end is noticed.
-            let _ = self.upstreams[0].health.try_take(now_ms);
-            return Some(0);
-        }
-        let start = if tried.is_empty() {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        } else {
-            // Retries walk on from where the first try stood, so they
-            // spread as the weights say.
-            self.next.load(Ordering::Relaxed).wrapping_sub(1) + tried.len()
-        };
-        let mut now = None;
-        let mut clock = || *now.get_or_insert_with(now_ms);
-        let len = self.schedule.len();
-        let mut fallback = None;
-        for offset in 0..len {
-            let index = usize::from(self.schedule[(start + offset) % len]);
-            if tried.contains(index) {
-                continue;
-            }
-            fallback.get_or_insert(index);
-            if self.upstreams[index].health.try_take(&mut clock) {
-                return Some(index);
-            }
-        }
-        // Every untried upstream is out: all are in again.
-        fallback
-    }
-
-    /// Whether each upstream would take a request now, for `/routes/match`.
-    pub fn eligible_now(&self) -> Vec<bool> {
-        let now = now_ms();
-        let eligible: Vec<bool> = self
-            .upstreams
-            .iter()
-            .map(|u| u.health.eligible(now))
-            .collect();
-        if eligible.iter().any(|&e| e) {
-            eligible
-        } else {
-            vec![true; eligible.len()]
-        }
-    }
-}
-
-/// One round of nginx's smooth weighted round robin: each step, every
-/// upstream gains its weight, the one with the most is picked and loses
-/// the total. Weights 9 and 1 give `a a a a a b a a a a`: the light one
-/// interleaved, never a burst.
-fn smooth_schedule(weights: &[u32]) -> Box<[u16]> {
-    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
-    let mut current = vec![0i64; weights.len()];
-    (0..total)
-        .map(|_| {
-            let mut best = 0;
-            for (index, &weight) in weights.iter().enumerate() {
-                current[index] += i64::from(weight);
-                if current[index] > current[best] {
-                    best = index;
-                }
-            }
-            current[best] -= total;
-            best as u16
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn smooth_schedule_interleaves_by_weight() {
-        let schedule = smooth_schedule(&[9, 1]);
-        assert_eq!(&*schedule, &[0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
-        let schedule = smooth_schedule(&[5, 1, 1]);
-        assert_eq!(&*schedule, &[0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(&*smooth_schedule(&[1, 1, 1]), &[0, 1, 2]);
-    }
 
     #[test]
     fn three_failures_eject_and_a_trial_decides() {
@@ -523,34 +426,5 @@ mod tests {
         }
         // ...failed trials in a row do not.
         assert_eq!(lengths, [5, 10, 20, 40, 60, 60]);
-    }
-
-    #[test]
-    fn picks_skip_ejected_upstreams_until_all_are_out() {
-        let specs: Vec<UpstreamSpec> = ["http://a:1", "http://b:2"]
-            .iter()
-            .map(|u| UpstreamSpec {
-                url: url::Url::parse(u).expect("valid"),
-                weight: 1,
-            })
-            .collect();
-        let balancer = Balancer::new(&specs, None);
-        let now = now_ms();
-        for _ in 0..EJECT_AFTER_FAILURES {
-            balancer.upstreams()[1].health.failed(now);
-        }
-        for _ in 0..10 {
-            assert_eq!(balancer.pick(&Tried::default()), Some(0));
-        }
-        let mut tried = Tried::default();
-        tried.push(0);
-        assert_eq!(
-            balancer.pick(&tried),
-            Some(1),
-            "the ejected one as a last resort"
-        );
-        tried.push(1);
-        assert_eq!(balancer.pick(&tried), None, "each upstream at most once");
-        assert_eq!(balancer.eligible_now(), [true, false]);
     }
 }

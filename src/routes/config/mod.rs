@@ -13,7 +13,8 @@
 //! - `upstream`: upstream URLs, weights and health checks;
 //! - `upstream_tls`: trust anchors and client certificates for upstreams;
 //! - `conditions`: `headers`, `query`, `cookies` and `path_regex`;
-//! - `policy`: `rewrite`, header edits and `redirect`.
+//! - `policy`: `rewrite`, header edits and `redirect`;
+//! - `protection`: rate limits, in-flight caps, retries, balancing, mirroring.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -70,6 +71,7 @@ impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for Checked<F> {
 mod conditions;
 mod locate;
 mod policy;
+mod protection;
 mod upstream;
 mod upstream_tls;
 mod values;
@@ -82,6 +84,11 @@ use locate::{
 pub use policy::{
     HeaderEdits, Piece, Placeholder, RedirectSpec, RewriteSpec, Template, DEFAULT_REDIRECT_STATUS,
 };
+pub use protection::{
+    Balance, HashOn, LimitKey, MirrorSpec, RateLimitSpec, RetryOn, RetrySpec, DEFAULT_MAX_KEYS,
+    MAX_RETRY_ATTEMPTS,
+};
+use protection::{BalanceName, MaxInFlight};
 pub use upstream::{http_twin, UpstreamProtocol};
 use upstream::{RawHealth, UpstreamList, UpstreamUrl};
 pub use upstream_tls::UpstreamTlsSpec;
@@ -226,6 +233,11 @@ pub struct RouteSpec {
     pub request_headers: HeaderEdits,
     /// Applied to every answer of the route, the router's own included.
     pub response_headers: HeaderEdits,
+    pub rate_limit: Option<RateLimitSpec>,
+    pub max_in_flight: Option<u32>,
+    pub retry: Option<RetrySpec>,
+    pub balance: Balance,
+    pub mirror: Option<MirrorSpec>,
     pub timeout: Duration,
     /// Active checks of this route's upstreams, if the file asks for them.
     pub health: Option<HealthSpec>,
@@ -318,6 +330,21 @@ impl RouteSpec {
                     redirect.to.source()
                 ));
             }
+        }
+        if let Some(limit) = &self.rate_limit {
+            text.push_str(&format!(" (rate limit {limit})"));
+        }
+        if let Some(max) = self.max_in_flight {
+            text.push_str(&format!(" (at most {max} in flight)"));
+        }
+        if let Some(retry) = &self.retry {
+            text.push_str(&format!(" (retry {retry})"));
+        }
+        if self.balance != Balance::RoundRobin {
+            text.push_str(&format!(" (balance {})", self.balance));
+        }
+        if let Some(mirror) = &self.mirror {
+            text.push_str(&format!(" (mirror {}% to {})", mirror.percent, mirror.to));
         }
         let edits = [
             ("request headers", &self.request_headers),
@@ -555,6 +582,18 @@ struct RawRoute {
     #[serde(default)]
     response_headers: Option<HeaderEdits>,
     #[serde(default)]
+    rate_limit: Option<RateLimitSpec>,
+    #[serde(default)]
+    max_in_flight: Option<MaxInFlight>,
+    #[serde(default)]
+    retry: Option<RetrySpec>,
+    #[serde(default)]
+    balance: Option<BalanceName>,
+    #[serde(default)]
+    hash_on: Option<HashOn>,
+    #[serde(default)]
+    mirror: Option<MirrorSpec>,
+    #[serde(default)]
     strip_prefix: Option<bool>,
     #[serde(default)]
     timeout: Option<DurationValue>,
@@ -604,6 +643,10 @@ impl RawRoute {
                 ("upstream_tls", self.upstream_tls.is_some()),
                 ("rewrite", self.rewrite.is_some()),
                 ("request_headers", self.request_headers.is_some()),
+                ("retry", self.retry.is_some()),
+                ("balance", self.balance.is_some()),
+                ("hash_on", self.hash_on.is_some()),
+                ("mirror", self.mirror.is_some()),
             ];
             if let Some((field, _)) = only_upstream.iter().find(|(_, given)| *given) {
                 return Err(fail(&format!(
@@ -627,6 +670,17 @@ impl RawRoute {
                 "`upstream_tls` applies only to https:// upstreams, and this route has none",
             ));
         }
+        let balance = match (self.balance, self.hash_on) {
+            (None | Some(BalanceName::RoundRobin), None) => Balance::RoundRobin,
+            (Some(BalanceName::LeastRequest), None) => Balance::LeastRequest,
+            (Some(BalanceName::Hash), Some(on)) => Balance::Hash(on),
+            (Some(BalanceName::Hash), None) => {
+                return Err(fail(
+                    "`balance: hash` needs `hash_on` (client_ip, header:NAME or cookie:NAME)",
+                ))
+            }
+            (_, Some(_)) => return Err(fail("`hash_on` applies only with `balance: hash`")),
+        };
         if self.methods.as_ref().is_some_and(Vec::is_empty) {
             return Err(fail("`methods` is empty, so the route could never match; list at least one method or leave it out"));
         }
@@ -653,6 +707,11 @@ impl RawRoute {
             rewrite: self.rewrite,
             request_headers: self.request_headers.unwrap_or_default(),
             response_headers: self.response_headers.unwrap_or_default(),
+            rate_limit: self.rate_limit,
+            max_in_flight: self.max_in_flight.map(|m| m.0),
+            retry: self.retry,
+            balance,
+            mirror: self.mirror,
             timeout: self.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
             health: self.health.map(RawHealth::into_spec),
             upstream_tls: self.upstream_tls,
