@@ -179,16 +179,20 @@ impl Balancer {
         /// to find one of a few eligible upstreams among many ejected.
         const DRAWS: usize = 4;
         let now = now_ms();
-        let draw = || {
+        let draw = |other: Option<usize>| {
             (0..DRAWS).find_map(|_| {
                 let slot = (random() % self.schedule.len() as u64) as usize;
                 let index = usize::from(self.schedule[slot]);
-                (!tried.contains(index) && self.upstreams[index].health.available(now))
-                    .then_some(index)
+                (Some(index) != other
+                    && !tried.contains(index)
+                    && self.upstreams[index].health.available(now))
+                .then_some(index)
             })
         };
-        let first = draw()?;
-        let second = draw().unwrap_or(first);
+        // Two different upstreams where there are two: with two upstreams
+        // the less loaded one always wins.
+        let first = draw(None)?;
+        let second = draw(Some(first)).unwrap_or(first);
         let (a, b) = (&self.upstreams[first], &self.upstreams[second]);
         // load(a) / weight(a) <= load(b) / weight(b), without division.
         let (load_a, load_b) = (a.in_flight() as u64, b.in_flight() as u64);

@@ -31,7 +31,7 @@ pub use self::process::{run_switchyard, switchyard_command, RouteFile, Switchyar
 pub use self::router::{TestRouter, TestRouterBuilder};
 pub use self::tls::{HttpsConnection, Leaf, TestCa};
 pub use self::upstream::{
-    closed_port_url, read_request_head, Echoed, Gate, Upstream, UpstreamSpec,
+    closed_port_url, read_request_head, Echoed, Gate, Upstream, UpstreamSpec, UPSTREAM_HEADER,
 };
 pub use self::wire::{
     client, json_of, send_raw, send_raw_until_closed, streamed_body, RawResponse,

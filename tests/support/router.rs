@@ -90,6 +90,12 @@ impl TestRouterBuilder {
         self
     }
 
+    /// Serves with `workers` request threads (the default is one per CPU).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.options.workers = std::num::NonZeroUsize::new(workers).expect("at least one worker");
+        self
+    }
+
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.options.drain_timeout = timeout;
         self
