@@ -592,3 +592,22 @@ async fn request_and_response_trailers_pass_between_http2_ends() {
     assert_eq!(collected.to_bytes(), "payload");
     assert_eq!(trailers["x-seen-checksum"], "c0ffee");
 }
+
+#[tokio::test]
+async fn a_rate_limited_grpc_call_reads_as_resource_exhausted() {
+    let upstream = fixture::serve_h2c().await;
+    let router = TestRouter::with_yaml(format!(
+        "routes:\n  echo:\n    upstream: {}\n    rate_limit: {{ rate: 1/m, burst: 1 }}\n",
+        upstream.h2c_url()
+    ))
+    .start()
+    .await;
+    let mut client = fixture::connect_h2c(router.proxy_addr(), "echo.test").await;
+    client
+        .unary(message(1, ""))
+        .await
+        .expect("the burst's one call");
+    let status = client.unary(message(2, "")).await.expect_err("limited");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(status.message(), "rate_limited");
+}

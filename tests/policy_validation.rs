@@ -296,3 +296,78 @@ routes:
     };
     assert_eq!(errors.len(), 3, "{error}");
 }
+
+#[test]
+fn protection_settings_are_refused_where_they_are_wrong() {
+    for (setting, expected) in [
+        ("rate_limit: { rate: 10 }", "is not N/s, N/m or N/h"),
+        ("rate_limit: { rate: 0/s }", "lets nothing through"),
+        (
+            "rate_limit: { rate: 10/s, burst: 0 }",
+            "burst 0 is not from 1",
+        ),
+        (
+            "rate_limit: { rate: 10/s, key: ip }",
+            "key `ip` is not `route`, `client_ip` or `header:NAME`",
+        ),
+        (
+            "rate_limit: { rate: 10/s, max_keys: 0 }",
+            "max_keys 0 is not from 1",
+        ),
+        ("max_in_flight: 0", "max_in_flight 0 is not from 1"),
+        ("retry: { on: [404] }", "status 404 is not retried"),
+        (
+            "retry: { on: [503], attempts: 6 }",
+            "attempts 6 is not from 1 to 5",
+        ),
+        (
+            "retry: { on: [timeout] }",
+            "`timeout` needs a `per_try_timeout`",
+        ),
+        (
+            "retry: { on: [503], budget: 120% }",
+            "is not a share from 0% to 100%",
+        ),
+        ("retry: { on: [] }", "`on` is empty"),
+        (
+            "balance: fastest",
+            "balance `fastest` is not round_robin, least_request or hash",
+        ),
+        ("balance: hash", "`balance: hash` needs `hash_on`"),
+        (
+            "hash_on: client_ip",
+            "`hash_on` applies only with `balance: hash`",
+        ),
+        ("mirror: { to: \"ftp://x\" }", "is not http, https or h2c"),
+        (
+            "mirror: { to: \"http://127.0.0.1:9\", percent: 101 }",
+            "is not a share from 0% to 100%",
+        ),
+    ] {
+        let message = rejected(&format!(
+            "routes:\n  users:\n    upstream: http://127.0.0.1:9001\n    {setting}\n"
+        ));
+        assert_mentions(&message, &["routes.users", expected]);
+    }
+    let message =
+        rejected("routes:\n  fixed:\n    respond: { body: hi }\n    retry: { on: [503] }\n");
+    assert_mentions(
+        &message,
+        &["`retry` applies only to upstream routes, not `respond`"],
+    );
+}
+
+#[test]
+fn protection_defaults_follow_the_spec() {
+    let config = parse(
+        "routes:\n  users:\n    upstream: http://127.0.0.1:9001\n    rate_limit: { rate: 150/m }\n    retry: { on: [5xx, reset] }\n    mirror: { to: \"h2c://127.0.0.1:9\" }\n",
+    )
+    .expect("a valid file");
+    let route = &config.routes[0];
+    let limit = route.rate_limit.as_ref().expect("a limit");
+    assert_eq!(limit.burst, 3, "the rate per second, rounded up");
+    assert_eq!(limit.max_keys, 100_000);
+    let retry = route.retry.as_ref().expect("a retry");
+    assert_eq!((retry.attempts, retry.budget_percent), (3, 20));
+    assert_eq!(route.mirror.as_ref().expect("a mirror").percent, 100);
+}
