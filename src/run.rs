@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{oneshot, watch as signal};
 
-use crate::admin::{self, AdminState, Readiness};
+use crate::admin::{self, AdminState};
 use crate::observe::log_writer;
 use crate::proxy::client::ClientError;
 use crate::proxy::handler;
@@ -191,7 +191,8 @@ impl Switchyard {
             &reloader,
             proxy_stopped,
         )?;
-        let readiness = Arc::new(Readiness::default());
+        // The registry's own flag, so `switchyard_ready` and `/readyz` agree.
+        let readiness = Arc::clone(reloader.metrics().readiness());
         // Registered before the spawn, so SIGHUP is handled from here on.
         let hangups = hangups.or_else(hangup_listener);
         let hangups = tokio::spawn(reload_on_sighup(

@@ -3,7 +3,7 @@
 //! listener, never on the proxy's.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,20 +28,7 @@ use crate::routes::table::RouteTable;
 use crate::routes::upstreams::now_ms;
 use crate::tls::{Certificates, OnFailure, TlsReload};
 
-/// Whether the router should receive traffic: set once the proxy listener
-/// is bound, cleared the moment a shutdown signal arrives.
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::observe::metrics::Readiness;
 
 #[derive(Clone)]
 pub struct AdminState {
