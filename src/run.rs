@@ -27,6 +27,7 @@ use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{oneshot, watch as signal};
 
 use crate::admin::{self, AdminState};
+use crate::observe::history::{self, History};
 use crate::observe::log_writer;
 use crate::proxy::client::ClientError;
 use crate::proxy::handler;
@@ -206,6 +207,10 @@ impl Switchyard {
             reloader.swaps(),
             options.force_poll,
         );
+        // The dashboard's charts: a sample a second, read here, off the
+        // request threads.
+        let history = Arc::new(History::default());
+        let sampler = history::spawn(Arc::clone(reloader.live()), Arc::clone(&history));
         let expiry_checks = certificates.clone().map(|certificates| {
             tokio::spawn(async move {
                 let mut daily = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
@@ -227,6 +232,7 @@ impl Switchyard {
                 readiness: Arc::clone(&readiness),
                 allow_remote_changes: options.admin_allow_remote_changes,
                 tls: certificates,
+                history,
             })),
             async move {
                 let _ = admin_stopped.await;
@@ -253,6 +259,7 @@ impl Switchyard {
         hangups.abort();
         health_checks.abort();
         upstream_tls.abort();
+        sampler.abort();
         if let Some(expiry_checks) = expiry_checks {
             expiry_checks.abort();
         }
