@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::{oneshot, watch as signal};
 
-use crate::admin::{self, AdminState, Readiness};
+use crate::admin::{self, AdminState};
+use crate::observe::history::{self, History};
 use crate::observe::log_writer;
 use crate::proxy::client::ClientError;
 use crate::proxy::handler;
@@ -191,7 +192,8 @@ impl Switchyard {
             &reloader,
             proxy_stopped,
         )?;
-        let readiness = Arc::new(Readiness::default());
+        // The registry's own flag, so `switchyard_ready` and `/readyz` agree.
+        let readiness = Arc::clone(reloader.metrics().readiness());
         // Registered before the spawn, so SIGHUP is handled from here on.
         let hangups = hangups.or_else(hangup_listener);
         let hangups = tokio::spawn(reload_on_sighup(
@@ -206,6 +208,10 @@ impl Switchyard {
             reloader.swaps(),
             options.force_poll,
         );
+        // The dashboard's charts: a sample a second, read here, off the
+        // request threads.
+        let history = Arc::new(History::default());
+        let sampler = history::spawn(Arc::clone(reloader.live()), Arc::clone(&history));
         let expiry_checks = certificates.clone().map(|certificates| {
             tokio::spawn(async move {
                 let mut daily = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
@@ -227,6 +233,7 @@ impl Switchyard {
                 readiness: Arc::clone(&readiness),
                 allow_remote_changes: options.admin_allow_remote_changes,
                 tls: certificates,
+                history,
             })),
             async move {
                 let _ = admin_stopped.await;
@@ -254,6 +261,7 @@ impl Switchyard {
         health_checks.abort();
         upstream_tls.abort();
         sweeper.abort();
+        sampler.abort();
         if let Some(expiry_checks) = expiry_checks {
             expiry_checks.abort();
         }

@@ -368,6 +368,7 @@ async fn reload_from(peer: &str, allow_remote_changes: bool) -> StatusCode {
         readiness: Default::default(),
         allow_remote_changes,
         tls: None,
+        history: Default::default(),
     });
     let mut request = axum::extract::Request::post("/reload")
         .body(axum::body::Body::empty())
@@ -408,6 +409,7 @@ async fn reads_are_served_to_every_peer() {
         readiness: Default::default(),
         allow_remote_changes: false,
         tls: None,
+        history: Default::default(),
     });
     for path in ["/healthz", "/metrics", "/routes", "/upstreams", "/"] {
         let mut request = axum::extract::Request::get(path)
@@ -453,4 +455,58 @@ async fn a_rejected_reload_reports_every_error_in_healthz_and_reloads() {
     );
     // The old table still serves.
     assert_eq!(router.version().await, 1);
+}
+
+#[tokio::test]
+async fn history_charts_the_traffic_of_each_route_and_drops_a_removed_one() {
+    let mut router = TestRouter::with_yaml(TWO_ROUTES).start().await;
+    for path in ["/hello", "/hello", "/tea"] {
+        router.get(path).send().await.expect("the proxy answers");
+    }
+    // The sampler reads the counters once a second; a second with both
+    // routes' requests in it shows as a rate above zero.
+    let history = support::eventually(Duration::from_secs(10), || async {
+        let (status, history) = router.admin_json("/history").await;
+        assert_eq!(status, StatusCode::OK);
+        let rated = |name: &str| {
+            history["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["route"] == name)
+                .flat_map(|r| r["rate"].as_array().cloned().unwrap_or_default())
+                .any(|rate| rate.as_f64() > Some(0.0))
+        };
+        (rated("hello") && rated("teapot")).then_some(history)
+    })
+    .await;
+    assert_eq!(history["interval_ms"], 1000);
+    assert_eq!(history["capacity"], 900);
+    let teapot = history["routes"]
+        .as_array()
+        .and_then(|routes| routes.iter().find(|r| r["route"] == "teapot"))
+        .expect("teapot charted");
+    let samples = teapot["rate"].as_array().expect("rates").len();
+    assert!(samples <= history["at"].as_array().expect("times").len());
+    assert_eq!(
+        teapot["error_share"].as_array().map(Vec::len),
+        Some(samples)
+    );
+    assert_eq!(teapot["p99_ms"].as_array().map(Vec::len), Some(samples));
+
+    // A reload that removes a route removes its series at the next tick.
+    router.write_config("routes:\n  hello:\n    prefix: /hello\n    respond: { body: hi }\n");
+    assert_eq!(router.reload().await.0, StatusCode::OK);
+    support::eventually(Duration::from_secs(10), || async {
+        let (_, history) = router.admin_json("/history").await;
+        let names: Vec<&str> = history["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["route"].as_str())
+            .collect();
+        names == ["hello", "_none"]
+    })
+    .await;
+    router.stop().await;
 }

@@ -1,9 +1,15 @@
 //! The admin dashboard in a real headless browser: the page renders the live
-//! routes from the admin API, shows a new route and version after the
-//! route file is edited, and lists the TLS certificates with their days left.
+//! routes from the admin API, charts each route's recent rate, 5xx share
+//! and p99 and each upstream's state, shows a new route and version after
+//! the route file is edited, and lists the TLS certificates with their days
+//! left.
 //!
 //! Needs Debian's `chromium`. Without it the test is skipped with a printed
 //! reason, except under `CI=true`, where a missing browser is a failure.
+//!
+//! The browser also takes a screenshot of the page; set
+//! `SWITCHYARD_DASHBOARD_PNG=docs/dashboard.png` to keep it (that is how
+//! `docs/dashboard.png` is made).
 
 mod support;
 
@@ -54,6 +60,29 @@ fn chromium_or_skip(test: &str) -> Option<PathBuf> {
 
 /// Loads `url` headless and returns the DOM after its scripts have run.
 async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
+    let output = run_chromium(chromium, &["--dump-dom".as_ref(), url.as_ref()]).await;
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Loads `url` headless and saves what it shows as a PNG at `path`.
+async fn screenshot(chromium: &PathBuf, url: &str, path: &std::path::Path) {
+    let mut target = std::ffi::OsString::from("--screenshot=");
+    target.push(path);
+    run_chromium(
+        chromium,
+        &[
+            target.as_os_str(),
+            "--window-size=1400,760".as_ref(),
+            "--hide-scrollbars".as_ref(),
+            url.as_ref(),
+        ],
+    )
+    .await;
+}
+
+/// Runs the browser headless on a fresh profile with `args`, once the
+/// page has had its virtual time.
+async fn run_chromium(chromium: &PathBuf, args: &[&std::ffi::OsStr]) -> std::process::Output {
     let profile = tempfile::tempdir().expect("a temporary profile directory");
     let mut user_data_dir = std::ffi::OsString::from("--user-data-dir=");
     user_data_dir.push(profile.path());
@@ -71,8 +100,7 @@ async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
         ])
         .arg(user_data_dir)
         .arg(format!("--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}"))
-        .arg("--dump-dom")
-        .arg(url)
+        .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -85,7 +113,85 @@ async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
         "chromium failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    output
+}
+
+/// The markup of the table row of `route`.
+fn route_row<'d>(dom: &'d str, route: &str) -> &'d str {
+    let start = dom
+        .find(&format!(r#"data-route="{route}""#))
+        .unwrap_or_else(|| panic!("no row for {route}:\n{dom}"));
+    let row = &dom[start..];
+    &row[..row.find("</tr>").unwrap_or(row.len())]
+}
+
+/// How many samples the `chart` sparkline of `route` draws.
+fn chart_points(dom: &str, route: &str, chart: &str) -> usize {
+    let row = route_row(dom, route);
+    let marker = format!(r#"data-chart="{chart}" data-points=""#);
+    let at = row
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {chart} chart for {route}:\n{row}"));
+    let digits: String = row[at + marker.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("a count of points")
+}
+
+/// Seconds of traffic behind the kept screenshot.
+const PICTURE_SECONDS: u32 = 45;
+
+/// [`PICTURE_SECONDS`] of traffic that rises and falls, with some 5xx and
+/// requests to nowhere, paced a second a round so each round is a sample.
+async fn varied_traffic(router: &TestRouter) {
+    let mut pace = tokio::time::interval(Duration::from_secs(1));
+    for round in 0..PICTURE_SECONDS {
+        pace.tick().await;
+        let hello = 2 + (round % 9).min(9 - round % 9);
+        let mut paths = vec!["/hello"; hello as usize];
+        if round % 4 == 0 {
+            paths.extend(["/broken", "/nowhere"]);
+        }
+        if round % 10 == 5 {
+            paths.push("/added");
+        }
+        for path in paths {
+            router.get(path).send().await.expect("the proxy answers");
+        }
+    }
+}
+
+/// Waits until `/history` has a one-second sample in which `route` served
+/// requests, so the page has something to draw.
+async fn sampled_with_traffic(router: &TestRouter, route: &str) {
+    eventually(LIVE_WITHIN, || async {
+        let (_, history) = router.admin_json("/history").await;
+        history["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["route"] == route)
+            .flat_map(|r| r["rate"].as_array().cloned().unwrap_or_default())
+            .any(|rate| rate.as_f64() > Some(0.0))
+    })
+    .await;
+}
+
+/// Waits until `/history` has a sample with an upstream of `route` in
+/// `state`.
+async fn sampled_in_state(router: &TestRouter, route: &str, state: &str) {
+    eventually(LIVE_WITHIN, || async {
+        let (_, history) = router.admin_json("/history").await;
+        history["upstreams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|u| u["route"] == route)
+            .flat_map(|u| u["states"].as_array().cloned().unwrap_or_default())
+            .any(|run| run[0] == state)
+    })
+    .await;
 }
 
 const ROUTES: &str = r#"
@@ -107,6 +213,8 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
     for path in ["/hello", "/hello", "/broken", "/nowhere"] {
         router.get(path).send().await.expect("the proxy answers");
     }
+    sampled_with_traffic(&router, "hello").await;
+    sampled_with_traffic(&router, "broken").await;
 
     let dom = dump_dom(&chromium, &router.admin_url("/")).await;
     assert!(
@@ -120,6 +228,26 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
         );
     }
     assert!(dom.contains("no reloads yet"), "{dom}");
+    // Each route charts its last minutes; the seconds with requests in
+    // them are drawn as points.
+    for route in ["hello", "broken"] {
+        for chart in ["rate", "errors", "p99"] {
+            assert!(
+                chart_points(&dom, route, chart) >= 1,
+                "{route}'s {chart} chart drew nothing:\n{}",
+                route_row(&dom, route)
+            );
+        }
+        assert!(
+            route_row(&dom, route).contains(r#"<path class="line" d="M"#),
+            "{route}'s lines:\n{dom}"
+        );
+    }
+    assert!(
+        route_row(&dom, "broken").contains(">100.0%<"),
+        "broken's 5xx share:\n{dom}"
+    );
+    assert!(chart_points(&dom, "_none", "rate") >= 1, "{dom}");
     assert!(
         dom.contains(r#"<span id="status" class="muted">updated"#),
         "the page did not finish a refresh:\n{dom}"
@@ -144,6 +272,7 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
             .await
             .expect("the proxy answers");
     }
+    sampled_in_state(&router, "added", "ejected").await;
 
     let dom = dump_dom(&chromium, &router.admin_url("/")).await;
     assert!(
@@ -167,6 +296,30 @@ async fn dashboard_shows_live_routes_and_follows_reloads() {
         "reload history missing:\n{dom}"
     );
     assert!(dom.contains("added added"), "reload diff missing:\n{dom}");
+    let added = route_row(&dom, "added");
+    assert!(
+        added.contains(r#"<svg class="timeline" data-runs=""#),
+        "no state timeline for the new upstream:\n{added}"
+    );
+    assert!(
+        added.contains("<title>ejected for "),
+        "the ejection is not on the timeline:\n{added}"
+    );
+
+    let kept = std::env::var_os("SWITCHYARD_DASHBOARD_PNG").map(PathBuf::from);
+    if kept.is_some() {
+        // A picture worth keeping has some history to show.
+        varied_traffic(&router).await;
+    }
+    let scratch = tempfile::tempdir().expect("a directory");
+    let png = kept.unwrap_or_else(|| scratch.path().join("dashboard.png"));
+    screenshot(&chromium, &router.admin_url("/"), &png).await;
+    let bytes = std::fs::read(&png).expect("the screenshot was written");
+    assert!(
+        bytes.starts_with(b"\x89PNG"),
+        "not a PNG: {}",
+        png.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! `GET /metrics` after real traffic: per-route and per-code counts, the
-//! `_none` route, upstream error kinds, reload counters, and the count of
+//! `_none` route, upstream error kinds, reload counters and the last
+//! reload's outcome, readiness as `/readyz` answers it, and the count of
 //! live route tables going back down once an old table's last request ends.
 
 mod support;
@@ -154,6 +155,11 @@ async fn reloads_are_counted_and_counters_survive_them() {
         0.0
     );
     assert_eq!(
+        metrics.value("switchyard_config_last_reload_successful"),
+        1.0,
+        "the file loaded at start-up is serving"
+    );
+    assert_eq!(
         metrics.value(r#"switchyard_config_reloads_total{result="error"}"#),
         0.0
     );
@@ -173,6 +179,11 @@ async fn reloads_are_counted_and_counters_survive_them() {
         "an explicit reload of a bad file is an attempt of its own"
     );
     assert_eq!(metrics.value("switchyard_config_version"), 1.0);
+    assert_eq!(
+        metrics.value("switchyard_config_last_reload_successful"),
+        0.0,
+        "the file on disk is not the one serving"
+    );
 
     let grown = format!("{yaml}  extra:\n    prefix: /extra\n    respond: {{ status: 204 }}\n");
     router.write_config(&grown);
@@ -189,6 +200,10 @@ async fn reloads_are_counted_and_counters_survive_them() {
         2.0
     );
     assert_eq!(metrics.value("switchyard_config_version"), 2.0);
+    assert_eq!(
+        metrics.value("switchyard_config_last_reload_successful"),
+        1.0
+    );
     assert_eq!(metrics.value("switchyard_routes"), 5.0);
     assert_eq!(
         metrics.value(r#"switchyard_requests_total{route="hello",code="200"}"#),
@@ -204,6 +219,21 @@ async fn reloads_are_counted_and_counters_survive_them() {
             && m.get(r#"switchyard_requests_total{route="hello",code="200"}"#) == Some(2.0)
     })
     .await;
+}
+
+#[tokio::test]
+async fn ready_is_one_while_serving_and_zero_once_draining() {
+    // The delay keeps the admin listener up after the signal, as it is
+    // while Kubernetes takes the endpoint out.
+    let mut router = TestRouter::with_yaml(support::greeting("hi"))
+        .shutdown_delay(Duration::from_secs(30))
+        .start()
+        .await;
+    assert_eq!(router.metrics().await.value("switchyard_ready"), 1.0);
+    router.begin_shutdown();
+    metrics_where(&router, |m| m.get("switchyard_ready") == Some(0.0)).await;
+    let (status, _) = router.admin_text("/readyz").await;
+    assert_eq!(status, 503, "the gauge and the probe agree");
 }
 
 #[tokio::test]

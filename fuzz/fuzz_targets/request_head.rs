@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use libfuzzer_sys::fuzz_target;
-use switchyard::proxy::handler::{self, ProxyState, Tunnels};
+use switchyard::proxy::handler;
 use switchyard::proxy::server;
+use switchyard::proxy::state::ProxyState;
+use switchyard::proxy::tunnel::Tunnels;
 use switchyard::reload::reloader::build;
 use switchyard::routes::config::Source;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

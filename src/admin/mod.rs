@@ -3,7 +3,7 @@
 //! listener, never on the proxy's.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,7 @@ use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::observe::history::History;
 use crate::observe::metrics::NO_ROUTE;
 use crate::proxy::server::Peer;
 use crate::reload::reloader::{rfc3339, ReloadResult, Reloader, RouteDiff, Trigger};
@@ -29,20 +30,7 @@ use crate::routes::table::RouteTable;
 use crate::routes::upstreams::now_ms;
 use crate::tls::{Certificates, OnFailure, TlsReload};
 
-/// Whether the router should receive traffic: set once the proxy listener
-/// is bound, cleared the moment a shutdown signal arrives.
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
-    }
-
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::observe::metrics::Readiness;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -53,6 +41,8 @@ pub struct AdminState {
     pub allow_remote_changes: bool,
     /// The TLS listener's certificates, when there is one.
     pub tls: Option<Arc<Certificates>>,
+    /// The last 15 minutes of the live table, for the dashboard's charts.
+    pub history: Arc<History>,
 }
 
 /// Whether `peer` may change the router's state: loopback always, others
@@ -79,6 +69,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/upstreams", get(upstreams))
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
+        .route("/history", get(history))
         .route("/", get(dashboard))
         .with_state(state)
 }
@@ -423,6 +414,11 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The last 15 minutes, a sample a second, for the dashboard's charts.
+async fn history(State(state): State<AdminState>) -> Json<crate::observe::history::Snapshot> {
+    Json(state.history.snapshot())
 }
 
 /// Per-route counters as JSON, for the dashboard to compute rates from two

@@ -8,7 +8,7 @@
 //! drops out of `/metrics`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -43,12 +43,35 @@ pub struct OpenCounts {
     pub tunnels: Arc<AtomicUsize>,
 }
 
+/// Whether the router should receive traffic: set once the proxy listener
+/// is bound, cleared the moment a shutdown signal arrives. `/readyz` answers
+/// from it, and `switchyard_ready` shows it, so an alert sees what a probe
+/// sees. It lives here, below the admin API, because the registry encodes it.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// The process's metrics: the registry `/metrics` encodes, and the reload
 /// counters. Everything per route is read from the live table at scrape time.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     open: Arc<OpenCounts>,
+    readiness: Arc<Readiness>,
+    /// Whether the last reload attempt that read new bytes put them live.
+    /// A counter of errors cannot say that an error is still the latest
+    /// word on the file; this gauge can (an alert fires on it until a good
+    /// file is loaded).
+    last_reload_ok: Arc<AtomicBool>,
     /// Series of parts that start after the registry exists (the TLS
     /// listener's certificates); encoded once attached.
     attached: Arc<OnceLock<Box<dyn Collector>>>,
@@ -71,16 +94,22 @@ impl Metrics {
             reloads,
         );
         let open = Arc::new(OpenCounts::default());
+        let readiness = Arc::new(Readiness::default());
+        let last_reload_ok = Arc::new(AtomicBool::new(true));
         registry.register_collector(Box::new(LiveCollector {
             live,
             generations,
             open: Arc::clone(&open),
+            readiness: Arc::clone(&readiness),
+            last_reload_ok: Arc::clone(&last_reload_ok),
         }));
         let attached = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(Attached(Arc::clone(&attached))));
         Metrics {
             registry,
             open,
+            readiness,
+            last_reload_ok,
             attached,
             reloads_ok,
             reloads_error,
@@ -89,6 +118,11 @@ impl Metrics {
 
     pub fn open(&self) -> &OpenCounts {
         &self.open
+    }
+
+    /// What `/readyz` answers and `switchyard_ready` shows.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
     }
 
     /// Adds `collector`'s series to `/metrics`. There is one slot (the
@@ -101,10 +135,12 @@ impl Metrics {
 
     pub fn reload_ok(&self) {
         self.reloads_ok.inc();
+        self.last_reload_ok.store(true, Ordering::Relaxed);
     }
 
     pub fn reload_error(&self) {
         self.reloads_error.inc();
+        self.last_reload_ok.store(false, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -133,6 +169,8 @@ struct LiveCollector {
     live: Arc<ArcSwap<RouteTable>>,
     generations: Generations,
     open: Arc<OpenCounts>,
+    readiness: Arc<Readiness>,
+    last_reload_ok: Arc<AtomicBool>,
 }
 
 impl Collector for LiveCollector {
@@ -146,7 +184,17 @@ impl Collector for LiveCollector {
                 .chain(std::iter::once((NO_ROUTE, &*table.unrouted, None)))
         };
 
-        let gauges: [(&str, &str, u64); 3] = [
+        let gauges: [(&str, &str, u64); 5] = [
+            (
+                "switchyard_ready",
+                "Whether the router takes traffic (1, /readyz answers 200) or not yet or no longer (0, draining)",
+                u64::from(self.readiness.get()),
+            ),
+            (
+                "switchyard_config_last_reload_successful",
+                "Whether the last reload attempt that read new bytes put them live (1) or was rejected (0)",
+                u64::from(self.last_reload_ok.load(Ordering::Relaxed)),
+            ),
             (
                 "switchyard_config_version",
                 "Version of the live route table; grows by one per table put live",
