@@ -37,6 +37,24 @@ pub enum Trigger {
     Admin,
 }
 
+impl Trigger {
+    /// The spelling `/reloads` uses, so a log line and the API say the same word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Watch => "watch",
+            Trigger::Poll => "poll",
+            Trigger::Signal => "signal",
+            Trigger::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReloadResult {
@@ -206,7 +224,7 @@ impl Reloader {
         let attempt = match outcome {
             Ok(Some(diff)) => {
                 tracing::info!(
-                    ?trigger,
+                    %trigger,
                     version,
                     added = %names(&diff.added),
                     removed = %names(&diff.removed),
@@ -232,7 +250,7 @@ impl Reloader {
                 }
             }
             Ok(None) => {
-                tracing::debug!(?trigger, version, "route file unchanged");
+                tracing::debug!(%trigger, version, "route file unchanged");
                 Attempt {
                     at: now,
                     trigger,
@@ -244,7 +262,7 @@ impl Reloader {
                 }
             }
             Err(error) => {
-                tracing::error!(?trigger, version, %error, "route file rejected; the previous table keeps serving");
+                tracing::error!(%trigger, version, %error, "route file rejected; the previous table keeps serving");
                 self.metrics.reload_error();
                 record.rejected.clone_from(&sha256);
                 record.last = LastReload {
@@ -330,4 +348,17 @@ pub fn build(source: &Source, version: u64) -> Result<RouteTable, ConfigError> {
             loaded_at: SystemTime::now(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Trigger;
+
+    #[test]
+    fn a_trigger_is_spelled_in_logs_as_in_the_api() {
+        for trigger in [Trigger::Watch, Trigger::Poll, Trigger::Signal, Trigger::Admin] {
+            let api = serde_json::to_value(trigger).expect("a trigger serializes");
+            assert_eq!(api, serde_json::Value::from(trigger.to_string()));
+        }
+    }
 }

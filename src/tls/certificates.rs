@@ -258,7 +258,7 @@ impl Certificates {
         if replaced {
             for (pair, serving) in next.iter().zip(current.pairs()) {
                 if !Arc::ptr_eq(pair, serving) {
-                    tracing::info!(?trigger, names = %pair.names_joined(), not_after = %rfc3339_string(pair.not_after),
+                    tracing::info!(%trigger, names = %pair.names_joined(), not_after = %rfc3339_string(pair.not_after),
                         sha256 = %pair.sha256, "certificate live");
                 }
             }
@@ -287,7 +287,7 @@ impl Certificates {
         if followed && !replaced && record.reported.as_ref() == Some(&error) {
             return TlsReload::Failed(error);
         }
-        tracing::error!(?trigger, %error, "certificate reload rejected; the old pair keeps serving");
+        tracing::error!(%trigger, %error, "certificate reload rejected; the old pair keeps serving");
         self.reloads_error.fetch_add(1, Ordering::Relaxed);
         record.last = LastReload {
             ok: false,
