@@ -8,6 +8,8 @@
 //! - [`routes`]: the route file and what is built from it: the checked
 //!   config, the immutable table and its lookup, paths, hosts, the
 //!   explainer, the per-route counters a table holds.
+//! - [`candidate`]: a second table beside the live one, to prove a change
+//!   on live traffic (shadow, canary) or on a logged day (replay).
 //! - [`observe`]: what the router tells about itself: metrics, access
 //!   logs, batched log output.
 //! - [`policy`]: what a route does to a request besides choosing where it
@@ -26,6 +28,7 @@
 //! compiler says about locks held across `.await`, pinned as doc tests.
 
 pub mod admin;
+pub mod candidate;
 pub mod locks;
 pub mod observe;
 pub mod pki;

@@ -52,6 +52,34 @@ pub fn failing<'c>(conditions: &'c Conditions, request: &RequestFacts<'_>) -> Op
     None
 }
 
+/// What a logged request (method, host, path and query; no headers, no
+/// cookies) says about a route's conditions, for `check --replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    Holds,
+    Fails,
+    /// The query and path hold, but the route tests headers or cookies,
+    /// which the log does not record.
+    Unknown,
+}
+
+/// Judges `conditions` on a logged request, whose `headers` are empty.
+pub fn judge_logged(conditions: &Conditions, request: &RequestFacts<'_>) -> Logged {
+    let only_logged = Conditions {
+        headers: Vec::new(),
+        query: conditions.query.clone(),
+        cookies: Vec::new(),
+        path_regex: conditions.path_regex.clone(),
+    };
+    if failing(&only_logged, request).is_some() {
+        Logged::Fails
+    } else if conditions.headers.is_empty() && conditions.cookies.is_empty() {
+        Logged::Holds
+    } else {
+        Logged::Unknown
+    }
+}
+
 /// A condition that did not hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Failing<'c> {

@@ -20,7 +20,7 @@ use url::Url;
 use crate::routes::balance::Balancer;
 use crate::routes::conditions;
 use crate::routes::config::{
-    Config, ConfigError, HostPattern, RedirectSpec, RespondSpec, RouteSpec, TargetSpec,
+    Config, ConfigError, HostPattern, RedirectSpec, RespondSpec, RolloutSpec, RouteSpec, TargetSpec,
     UpstreamTlsSpec,
 };
 use crate::routes::counters::RouteMetrics;
@@ -222,6 +222,9 @@ pub struct RouteTable {
     generation: Option<GenerationToken>,
     /// Counters of requests that no route matched (`route="_none"`).
     pub unrouted: Arc<RouteMetrics>,
+    /// The file's `rollout:`: how an edit of it is tried while this table
+    /// is live (SPEC 10.2).
+    pub rollout: Option<RolloutSpec>,
 }
 
 impl RouteTable {
@@ -236,6 +239,7 @@ impl RouteTable {
             any_host: Node::default(),
             generation: None,
             unrouted: Arc::default(),
+            rollout: config.rollout.clone(),
         };
         let mut tls_settings: HashMap<UpstreamTlsSpec, Arc<UpstreamTls>> = HashMap::new();
         for spec in config.routes {
@@ -310,6 +314,7 @@ impl RouteTable {
             any_host: Node::default(),
             generation: None,
             unrouted: Arc::default(),
+            rollout: None,
         }
     }
 

@@ -14,7 +14,8 @@
 //! - `upstream_tls`: trust anchors and client certificates for upstreams;
 //! - `conditions`: `headers`, `query`, `cookies` and `path_regex`;
 //! - `policy`: `rewrite`, header edits and `redirect`;
-//! - `protection`: rate limits, in-flight caps, retries, balancing, mirroring.
+//! - `protection`: rate limits, in-flight caps, retries, balancing, mirroring;
+//! - `rollout`: the file's `rollout:` section, how an edit is tried first.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -72,6 +73,7 @@ mod conditions;
 mod locate;
 mod policy;
 mod protection;
+mod rollout;
 mod upstream;
 mod upstream_tls;
 mod values;
@@ -89,6 +91,7 @@ pub use protection::{
     MAX_RETRY_ATTEMPTS,
 };
 use protection::{BalanceName, MaxInFlight};
+pub use rollout::{RolloutSpec, SliceKey};
 pub use upstream::{http_twin, UpstreamProtocol};
 use upstream::{RawHealth, UpstreamList, UpstreamUrl};
 pub use upstream_tls::UpstreamTlsSpec;
@@ -212,6 +215,8 @@ impl Source {
 pub struct Config {
     pub routes: Vec<RouteSpec>,
     pub tests: Vec<RouteTest>,
+    /// How the next edit of this file is tried before it serves everyone.
+    pub rollout: Option<RolloutSpec>,
 }
 
 /// One route as the file states it, with each value already valid.
@@ -492,6 +497,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     Ok(Config {
         routes,
         tests: file.tests,
+        rollout: file.rollout,
     })
 }
 
@@ -505,6 +511,8 @@ struct RawFile {
     routes: Option<RouteMap>,
     #[serde(default)]
     tests: Vec<RouteTest>,
+    #[serde(default)]
+    rollout: Option<RolloutSpec>,
 }
 
 /// The `routes:` mapping in file order. A plain `HashMap` would let a
