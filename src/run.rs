@@ -35,6 +35,7 @@ use crate::proxy::server::Transport;
 use crate::proxy::state::{Listener, ProxyState};
 use crate::proxy::tunnel::Tunnels;
 use crate::proxy::{health, server};
+use crate::reload::candidate::judge_canaries;
 use crate::reload::reloader::{Reloader, Trigger};
 use crate::reload::watch;
 use crate::routes::config::ConfigError;
@@ -212,6 +213,7 @@ impl Switchyard {
         // request threads.
         let history = Arc::new(History::default());
         let sampler = history::spawn(Arc::clone(reloader.live()), Arc::clone(&history));
+        let canary_judge = tokio::spawn(judge_canaries(Arc::clone(&reloader)));
         let expiry_checks = certificates.clone().map(|certificates| {
             tokio::spawn(async move {
                 let mut daily = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
@@ -262,6 +264,7 @@ impl Switchyard {
         upstream_tls.abort();
         sweeper.abort();
         sampler.abort();
+        canary_judge.abort();
         if let Some(expiry_checks) = expiry_checks {
             expiry_checks.abort();
         }
@@ -290,6 +293,7 @@ fn spawn_workers(
         let connections = Arc::clone(&open.proxy_connections);
         let tls_connections = Arc::clone(&open.tls_connections);
         let mut state = ProxyState::new(Arc::clone(reloader.live()), tunnels.clone())?;
+        state.candidate = Arc::clone(reloader.candidate());
         state.observe = options.observe_requests;
         let listener = listener.try_clone()?;
         let tls = match &tls {

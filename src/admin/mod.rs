@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::observe::history::History;
 use crate::observe::metrics::NO_ROUTE;
 use crate::proxy::server::Peer;
-use crate::reload::reloader::{rfc3339, ReloadResult, Reloader, RouteDiff, Trigger};
+use crate::reload::reloader::{rfc3339, Apply, ReloadResult, Reloader, RouteDiff, Trigger};
 use crate::routes::config::{
     HeaderEdits, HostPattern, RateLimitSpec, RewriteSpec, RouteSpec, TargetSpec, Template,
     ValueMatch,
@@ -31,6 +31,8 @@ use crate::routes::upstreams::now_ms;
 use crate::tls::{Certificates, OnFailure, TlsReload};
 
 pub use crate::observe::metrics::Readiness;
+
+mod candidate;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -58,6 +60,25 @@ fn may_change_state(state: &AdminState, peer: Option<SocketAddr>) -> bool {
         })
 }
 
+/// Refuses a state change from a peer that may not make one (403), and
+/// logs it.
+fn change_allowed(
+    state: &AdminState,
+    peer: Option<Extension<Peer>>,
+    what: &str,
+) -> Result<(), Response> {
+    let peer = peer.map(|Extension(peer)| peer.addr);
+    if may_change_state(state, peer) {
+        return Ok(());
+    }
+    tracing::warn!(?peer, "refused {what} from a non-loopback peer");
+    let body = json!({
+        "error": "forbidden",
+        "reason": "state changes are accepted from loopback only; start with --admin-allow-remote-changes to allow others",
+    });
+    Err((StatusCode::FORBIDDEN, Json(body)).into_response())
+}
+
 pub fn app(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -65,6 +86,13 @@ pub fn app(state: AdminState) -> Router {
         .route("/routes", get(routes))
         .route("/reload", post(reload))
         .route("/reloads", get(reloads))
+        .route(
+            "/candidate",
+            get(candidate::show)
+                .post(candidate::propose)
+                .delete(candidate::discard),
+        )
+        .route("/candidate/promote", post(candidate::promote))
         .route("/routes/match", get(route_match))
         .route("/upstreams", get(upstreams))
         .route("/metrics", get(metrics))
@@ -97,6 +125,9 @@ fn health(state: &AdminState) -> Value {
     });
     if let Some(certificates) = &state.tls {
         health["tls"] = json!(certificates.status());
+    }
+    if let Some(candidate) = state.reloader.candidate().load() {
+        health["candidate"] = candidate::summary(&candidate);
     }
     health
 }
@@ -315,20 +346,28 @@ fn rfc3339_string(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-async fn reload(State(state): State<AdminState>, peer: Option<Extension<Peer>>) -> Response {
-    let peer = peer.map(|Extension(peer)| peer.addr);
-    if !may_change_state(&state, peer) {
-        tracing::warn!(?peer, "refused POST /reload from a non-loopback peer");
-        let body = json!({
-            "error": "forbidden",
-            "reason": "state changes are accepted from loopback only; start with --admin-allow-remote-changes to allow others",
-        });
-        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+async fn reload(
+    State(state): State<AdminState>,
+    peer: Option<Extension<Peer>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(refused) = change_allowed(&state, peer, "POST /reload") {
+        return refused;
     }
+    // `?now=true` puts the file live at once, past the live file's
+    // `rollout:` (SPEC 10.2).
+    let apply = match query.as_deref() {
+        Some("now=true") => Apply::Now,
+        None | Some("") | Some("now=false") => Apply::FollowRollout,
+        Some(other) => {
+            let body = json!({ "error": "bad_query", "reason": format!("`{other}` is not `now=true`") });
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
     let reloader = Arc::clone(&state.reloader);
     let certificates = state.tls.clone();
     let reloaded = tokio::task::spawn_blocking(move || {
-        let attempt = reloader.reload(Trigger::Admin);
+        let attempt = reloader.reload_with(Trigger::Admin, apply);
         let tls = certificates.map(|c| c.reload(Trigger::Admin, OnFailure::Report));
         (attempt, tls)
     });

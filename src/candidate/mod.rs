@@ -214,17 +214,19 @@ impl Trial {
         live: &Arc<RouteTable>,
         headers: &HeaderMap,
         client: IpAddr,
-    ) -> Trial {
+    ) -> Box<Trial> {
         let side = match &candidate.canary {
             Some(canary) if canary.takes(headers, client) => Side::Candidate,
             _ => Side::Live,
         };
-        Trial {
+        // Boxed: the request's future keeps it to the end, and a pointer
+        // is all that future grows by.
+        Box::new(Trial {
             live: (side == Side::Candidate).then(|| Arc::clone(live)),
             candidate,
             side,
             started: Instant::now(),
-        }
+        })
     }
 
     /// The table that routes this request, given the live one.
@@ -270,7 +272,7 @@ impl Trial {
 
     /// Counts the answer in the figures of the table that routed it.
     #[inline(never)]
-    pub fn finish(self, status: u16) {
+    pub fn finish(self: Box<Self>, status: u16) {
         let Some(canary) = &self.candidate.canary else {
             return;
         };

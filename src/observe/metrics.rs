@@ -60,6 +60,10 @@ impl Readiness {
     }
 }
 
+/// Collectors of parts that start after the registry exists: the TLS
+/// listener's certificates and the candidate table, with room for two more.
+const LATE_COLLECTORS: usize = 4;
+
 /// The process's metrics: the registry `/metrics` encodes, and the reload
 /// counters. Everything per route is read from the live table at scrape time.
 #[derive(Debug)]
@@ -73,8 +77,9 @@ pub struct Metrics {
     /// file is loaded).
     last_reload_ok: Arc<AtomicBool>,
     /// Series of parts that start after the registry exists (the TLS
-    /// listener's certificates); encoded once attached.
-    attached: Arc<OnceLock<Box<dyn Collector>>>,
+    /// listener's certificates, the candidate table), one per slot;
+    /// encoded once attached.
+    attached: [Arc<OnceLock<Box<dyn Collector>>>; LATE_COLLECTORS],
     reloads_ok: Counter,
     reloads_error: Counter,
 }
@@ -103,8 +108,11 @@ impl Metrics {
             readiness: Arc::clone(&readiness),
             last_reload_ok: Arc::clone(&last_reload_ok),
         }));
-        let attached = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(Attached(Arc::clone(&attached))));
+        let attached: [Arc<OnceLock<Box<dyn Collector>>>; LATE_COLLECTORS] =
+            std::array::from_fn(|_| Arc::new(OnceLock::new()));
+        for slot in &attached {
+            registry.register_collector(Box::new(Attached(Arc::clone(slot))));
+        }
         Metrics {
             registry,
             open,
@@ -125,11 +133,18 @@ impl Metrics {
         &self.readiness
     }
 
-    /// Adds `collector`'s series to `/metrics`. There is one slot (the
-    /// router has one TLS listener); a second collector is not kept.
+    /// Adds `collector`'s series to `/metrics`, after those already there.
     pub fn attach(&self, collector: Box<dyn Collector>) {
-        if self.attached.set(collector).is_err() {
-            tracing::warn!("a second late metrics collector was not attached");
+        let mut collector = Some(collector);
+        for slot in &self.attached {
+            if let Some(next) = collector.take() {
+                if let Err(refused) = slot.set(next) {
+                    collector = Some(refused);
+                }
+            }
+        }
+        if collector.is_some() {
+            tracing::warn!("no slot left for a late metrics collector; its series are not shown");
         }
     }
 

@@ -28,6 +28,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 
+use crate::candidate::Trial;
 use crate::observe::access::{Exchange, Holds};
 use crate::policy::edits::{self, EditContext};
 use crate::policy::limit::{self, Refused};
@@ -93,7 +94,17 @@ fn handle(
     connection: Arc<ClientConnection>,
 ) -> impl Future<Output = Response> + Send + 'static {
     let state = &connection.proxy;
-    let table = state.live.load_full();
+    let live = state.live.load_full();
+    // While a candidate table runs (SPEC 10), which of the two routes this
+    // request, and what it tells about the candidate; `None` otherwise.
+    let trial = state
+        .candidate
+        .load()
+        .map(|candidate| Trial::begin(candidate, &live, request.headers(), connection.peer.addr.ip()));
+    let table = match &trial {
+        None => live,
+        Some(trial) => trial.routing_table(live),
+    };
     // Room for the headers the proxy adds (request id, X-Forwarded-For,
     // -Proto and -Host), so the map grows once, not once per header.
     request.headers_mut().reserve(4);
@@ -113,7 +124,7 @@ fn handle(
         let mut progress = Progress::default();
         // Routing is synchronous; only the forwarding awaits, so the request
         // lives in one future, not in one per layer of calls.
-        let (picked, wire) = pick_route(&table, &request, authority.as_ref());
+        let (picked, wire) = pick_route(&table, trial.as_deref(), &request, authority.as_ref());
         // A route whose answers get `response_headers`, with what their
         // placeholders need; `None` for nearly every request.
         let mut edited = None;
@@ -180,6 +191,9 @@ fn handle(
             }
             Err(error) => answer_error(error, wire.grpc, request_id, exchange, progress),
         };
+        if let Some(trial) = trial {
+            trial.finish(response.status().as_u16());
+        }
         if let Some((route, host, request_id)) = edited {
             edit_answer(
                 route,
@@ -357,6 +371,7 @@ fn admit_to(
 #[inline(never)]
 fn pick_route<'t>(
     table: &'t RouteTable,
+    trial: Option<&Trial>,
     request: &Request,
     authority: Option<&HeaderValue>,
 ) -> (Result<(&'t Route, String), ProxyError>, Wire) {
@@ -368,7 +383,7 @@ fn pick_route<'t>(
             && request.version() == Version::HTTP_11
             && accepts_trailers(request),
     };
-    (route_of(table, request, authority, &head), wire)
+    (route_of(table, trial, request, authority, &head), wire)
 }
 
 #[cold]
@@ -383,6 +398,7 @@ fn accepts_trailers(request: &Request) -> bool {
 
 fn route_of<'t>(
     table: &'t RouteTable,
+    trial: Option<&Trial>,
     request: &Request,
     authority: Option<&HeaderValue>,
     head: &HeadFacts,
@@ -410,7 +426,11 @@ fn route_of<'t>(
         method: request.method(),
         headers: request.headers(),
     };
-    match table.lookup(&facts) {
+    let found = table.lookup(&facts);
+    if let Some(trial) = trial {
+        trial.compare(found, &facts);
+    }
+    match found {
         Some(route) => Ok((route, path)),
         None => Err(ProxyError::NoRoute {
             host: host.map(|host| host.into_owned()),

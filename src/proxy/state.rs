@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::response::Response;
 
+use crate::candidate::CandidateSlot;
 use crate::observe::access::{Holds, Routed};
 use crate::proxy::client::{ClientError, UpstreamClients};
 use crate::proxy::server::Peer;
@@ -43,6 +44,8 @@ impl Listener {
 #[derive(Clone)]
 pub struct ProxyState {
     pub live: Arc<ArcSwap<RouteTable>>,
+    /// The candidate table beside the live one, when one runs (SPEC 10).
+    pub candidate: Arc<CandidateSlot>,
     /// This worker's upstream clients, one per protocol setting.
     pub clients: Arc<UpstreamClients>,
     /// Set per listener, so a request learns its scheme without a lookup.
@@ -57,6 +60,7 @@ impl ProxyState {
     pub fn new(live: Arc<ArcSwap<RouteTable>>, tunnels: Tunnels) -> Result<Self, ClientError> {
         Ok(ProxyState {
             live,
+            candidate: Arc::default(),
             clients: Arc::new(UpstreamClients::new()?),
             listener: Listener::Plain,
             observe: true,

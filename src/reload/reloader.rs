@@ -19,6 +19,9 @@ use arc_swap::ArcSwap;
 use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
+use crate::candidate::canary::CanaryReport;
+use crate::candidate::metrics::CandidateMetrics;
+use crate::candidate::{Candidate, CandidateSlot, Mode, Origin};
 use crate::observe::metrics::Metrics;
 use crate::routes::config::{self, ConfigError, RouteSpec, Source};
 use crate::routes::table::{Generations, Route, RouteTable, TableMeta};
@@ -35,6 +38,11 @@ pub enum Trigger {
     Poll,
     Signal,
     Admin,
+    /// A canary passed its gates and its table went live (SPEC 10.2), or
+    /// was rolled back.
+    Canary,
+    /// `POST /candidate/promote`.
+    Candidate,
 }
 
 impl Trigger {
@@ -45,6 +53,8 @@ impl Trigger {
             Trigger::Poll => "poll",
             Trigger::Signal => "signal",
             Trigger::Admin => "admin",
+            Trigger::Canary => "canary",
+            Trigger::Candidate => "candidate",
         }
     }
 }
@@ -61,6 +71,18 @@ pub enum ReloadResult {
     Ok,
     Unchanged,
     Error,
+    /// The bytes are valid and started a canary beside the live table.
+    Canary,
+    /// A canary broke a gate and its table was discarded.
+    RolledBack,
+}
+
+/// Whether a reload follows the live file's `rollout:` (an edit becomes a
+/// canary) or puts the file live at once (`POST /reload?now=true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    FollowRollout,
+    Now,
 }
 
 /// Routes that differ between two tables, by name.
@@ -113,6 +135,28 @@ pub struct Attempt {
     pub sha256: Option<String>,
     pub diff: Option<RouteDiff>,
     pub error: Option<String>,
+    /// What happened to a candidate table on the way, when anything did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Both tables' figures, for a canary's promotion or rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryReport>,
+}
+
+impl Attempt {
+    pub(super) fn new(trigger: Trigger, result: ReloadResult, version: u64) -> Self {
+        Attempt {
+            at: SystemTime::now(),
+            trigger,
+            result,
+            version,
+            sha256: None,
+            diff: None,
+            error: None,
+            note: None,
+            canary: None,
+        }
+    }
 }
 
 /// The outcome of the most recent attempt, for `/healthz`.
@@ -125,26 +169,42 @@ pub struct LastReload {
 }
 
 #[derive(Debug)]
-struct Record {
-    last: LastReload,
+pub(super) struct Record {
+    pub(super) last: LastReload,
     history: VecDeque<Attempt>,
     /// The digest of the last file rejected. A watcher event that finds the
     /// same bytes again (another file in the directory changed) is not a new
     /// attempt; an explicit reload (signal, admin) always is.
-    rejected: Option<String>,
+    pub(super) rejected: Option<String>,
+    /// The digest of the last bytes a canary rolled back: not tried again
+    /// until the file changes, unless put live with `Apply::Now`.
+    pub(super) rolled_back: Option<String>,
+}
+
+impl Record {
+    /// Keeps `attempt` in the history, newest first.
+    pub(super) fn remember(&mut self, attempt: &Attempt) {
+        if self.history.len() == HISTORY_LEN {
+            self.history.pop_back();
+        }
+        self.history.push_front(attempt.clone());
+    }
 }
 
 /// Owns the live table and everything that changes it.
 #[derive(Debug)]
 pub struct Reloader {
     path: PathBuf,
-    live: Arc<ArcSwap<RouteTable>>,
+    pub(super) live: Arc<ArcSwap<RouteTable>>,
+    /// The candidate table beside the live one, if any (SPEC 10). Changed
+    /// only under `record`'s lock, like the live table.
+    pub(super) candidate: Arc<CandidateSlot>,
     /// The live table's version, sent after each swap: what follows the
     /// table off the request path (the health checks) waits on it instead
     /// of looking for a new table on a timer.
-    swapped: watch::Sender<u64>,
-    generations: Generations,
-    metrics: Metrics,
+    pub(super) swapped: watch::Sender<u64>,
+    pub(super) generations: Generations,
+    pub(super) metrics: Metrics,
     /// Serializes reloads and holds their record. Only synchronous code takes
     /// it, and never a request handler.
     record: Mutex<Record>,
@@ -159,10 +219,14 @@ impl Reloader {
         let table = build(&source, 1)?.tracked_by(&generations);
         let swapped = watch::Sender::new(table.meta.version);
         let live = Arc::new(ArcSwap::from_pointee(table));
+        let metrics = Metrics::new(Arc::clone(&live), generations.clone());
+        let candidate = Arc::new(CandidateSlot::default());
+        metrics.attach(Box::new(CandidateMetrics(Arc::clone(candidate.totals()))));
         Ok(Reloader {
             path: path.to_path_buf(),
-            metrics: Metrics::new(Arc::clone(&live), generations.clone()),
+            metrics,
             live,
+            candidate,
             swapped,
             generations,
             record: Mutex::new(Record {
@@ -173,6 +237,7 @@ impl Reloader {
                 },
                 history: VecDeque::with_capacity(HISTORY_LEN),
                 rejected: None,
+                rolled_back: None,
             }),
         })
     }
@@ -186,6 +251,11 @@ impl Reloader {
         &self.live
     }
 
+    /// The slot request handlers load the candidate table from.
+    pub fn candidate(&self) -> &Arc<CandidateSlot> {
+        &self.candidate
+    }
+
     /// Changes each time a new table is live; its value is that table's
     /// version.
     pub fn swaps(&self) -> watch::Receiver<u64> {
@@ -193,36 +263,28 @@ impl Reloader {
     }
 
     /// Reads, checks and, if the bytes are new and valid, swaps in a new
-    /// table. Blocking (it reads a file): call it from a blocking context.
+    /// table, or starts a canary of it when the live file has `rollout:`.
+    /// Blocking (it reads a file): call it from a blocking context.
     pub fn reload(&self, trigger: Trigger) -> Attempt {
+        self.reload_with(trigger, Apply::FollowRollout)
+    }
+
+    /// [`Reloader::reload`], or with `Apply::Now` the file goes live at
+    /// once, whatever the live file's `rollout:` says.
+    pub fn reload_with(&self, trigger: Trigger, apply: Apply) -> Attempt {
         let mut record = self.lock();
         let started = Instant::now();
         let current = self.live.load_full();
         let source = Source::read(&self.path);
-        let outcome = source
-            .as_ref()
-            .map_err(ToString::to_string)
-            .and_then(|source| {
-                let seen_and_rejected = matches!(trigger, Trigger::Watch | Trigger::Poll)
-                    && record.rejected.as_ref() == Some(&source.sha256);
-                if source.sha256 == current.meta.sha256 || seen_and_rejected {
-                    return Ok(None);
-                }
-                let table = build(source, current.meta.version + 1)
-                    .map_err(|e| e.to_string())?
-                    .tracked_by(&self.generations)
-                    .carry_state_from(&current);
-                let diff = RouteDiff::between(&current, &table);
-                let version = table.meta.version;
-                self.live.store(Arc::new(table));
-                self.swapped.send_replace(version);
-                Ok(Some(diff))
-            });
-        let now = SystemTime::now();
+        let outcome = match &source {
+            Err(error) => Outcome::Refused(error.to_string()),
+            Ok(source) => self.apply(source, &current, &record, trigger, apply),
+        };
         let version = self.live.load().meta.version;
-        let sha256 = source.ok().map(|s| s.sha256);
-        let attempt = match outcome {
-            Ok(Some(diff)) => {
+        let mut attempt = Attempt::new(trigger, ReloadResult::Unchanged, version);
+        attempt.sha256 = source.ok().map(|s| s.sha256);
+        let noise = match outcome {
+            Outcome::Swapped { diff, note } => {
                 tracing::info!(
                     %trigger,
                     version,
@@ -234,64 +296,141 @@ impl Reloader {
                 );
                 self.metrics.reload_ok();
                 record.rejected = None;
+                record.rolled_back = None;
                 record.last = LastReload {
                     ok: true,
-                    at: now,
+                    at: attempt.at,
                     error: None,
                 };
-                Attempt {
-                    at: now,
-                    trigger,
-                    result: ReloadResult::Ok,
-                    version,
-                    sha256,
-                    diff: Some(diff),
-                    error: None,
-                }
+                attempt.result = ReloadResult::Ok;
+                attempt.diff = Some(diff);
+                attempt.note = note;
+                false
             }
-            Ok(None) => {
+            Outcome::CanaryStarted { diff, note } => {
+                tracing::info!(%trigger, live_version = version, %note, "route file valid; trying it on a slice of traffic first");
+                record.rejected = None;
+                record.rolled_back = None;
+                attempt.result = ReloadResult::Canary;
+                attempt.diff = Some(diff);
+                attempt.note = Some(note);
+                false
+            }
+            Outcome::Unchanged { note } => {
                 tracing::debug!(%trigger, version, "route file unchanged");
-                Attempt {
-                    at: now,
-                    trigger,
-                    result: ReloadResult::Unchanged,
-                    version,
-                    sha256,
-                    diff: None,
-                    error: None,
-                }
+                // A watcher or poller that finds the same bytes saw an
+                // unrelated event (another file in the directory); it is
+                // not an attempt, unless it ended a candidate.
+                let noise = note.is_none() && matches!(trigger, Trigger::Watch | Trigger::Poll);
+                attempt.note = note;
+                noise
             }
-            Err(error) => {
+            Outcome::Refused(error) => {
                 tracing::error!(%trigger, version, %error, "route file rejected; the previous table keeps serving");
                 self.metrics.reload_error();
-                record.rejected.clone_from(&sha256);
+                record.rejected.clone_from(&attempt.sha256);
                 record.last = LastReload {
                     ok: false,
-                    at: now,
+                    at: attempt.at,
                     error: Some(error.clone()),
                 };
-                Attempt {
-                    at: now,
-                    trigger,
-                    result: ReloadResult::Error,
-                    version,
-                    sha256,
-                    diff: None,
-                    error: Some(error),
-                }
+                attempt.result = ReloadResult::Error;
+                attempt.error = Some(error);
+                false
             }
         };
-        // A watcher or poller that finds the same bytes saw an unrelated
-        // event (another file in the directory); it is not an attempt.
-        let noise = attempt.result == ReloadResult::Unchanged
-            && matches!(trigger, Trigger::Watch | Trigger::Poll);
         if !noise {
-            if record.history.len() == HISTORY_LEN {
-                record.history.pop_back();
-            }
-            record.history.push_front(attempt.clone());
+            record.remember(&attempt);
         }
         attempt
+    }
+
+    /// What the bytes of `source` do: nothing, a new live table, or a
+    /// canary beside the live one.
+    fn apply(
+        &self,
+        source: &Source,
+        current: &Arc<RouteTable>,
+        record: &Record,
+        trigger: Trigger,
+        apply: Apply,
+    ) -> Outcome {
+        let from_file = self
+            .candidate
+            .load()
+            .filter(|candidate| candidate.origin == Origin::File);
+        let follow = apply == Apply::FollowRollout;
+        if source.sha256 == current.meta.sha256 {
+            // The file is back to the live bytes: a canary of an edit of it
+            // has nothing left to prove.
+            let note = from_file.map(|candidate| {
+                self.candidate.replace(None);
+                format!(
+                    "the file is back to the live bytes; the canary of version {} was discarded",
+                    candidate.table.meta.version
+                )
+            });
+            return Outcome::Unchanged { note };
+        }
+        let seen_and_rejected = matches!(trigger, Trigger::Watch | Trigger::Poll)
+            && record.rejected.as_ref() == Some(&source.sha256);
+        let running = from_file
+            .as_ref()
+            .is_some_and(|c| c.source.sha256 == source.sha256);
+        if seen_and_rejected || (follow && running) {
+            return Outcome::Unchanged { note: None };
+        }
+        if follow && record.rolled_back.as_ref() == Some(&source.sha256) {
+            let note = (!matches!(trigger, Trigger::Watch | Trigger::Poll)).then(|| {
+                "these bytes were rolled back by their canary; change the file, \
+                 or put it live with POST /reload?now=true"
+                    .to_owned()
+            });
+            return Outcome::Unchanged { note };
+        }
+        let table = match build(source, current.meta.version + 1) {
+            Ok(table) => table
+                .tracked_by(&self.generations)
+                .carry_state_from(current),
+            Err(error) => return Outcome::Refused(error.to_string()),
+        };
+        let diff = RouteDiff::between(current, &table);
+        match (&current.rollout, follow) {
+            (Some(rollout), true) => {
+                let candidate = Candidate::new(
+                    table,
+                    source.clone(),
+                    Mode::Canary,
+                    Origin::File,
+                    rollout.clone(),
+                    &self.candidate,
+                );
+                let mut note = format!(
+                    "canary of version {}: {}",
+                    candidate.table.meta.version, rollout
+                );
+                if let Some(replaced) = self.candidate.replace(Some(Arc::new(candidate))) {
+                    note.push_str(&format!(
+                        "; replaces the candidate of version {}",
+                        replaced.table.meta.version
+                    ));
+                }
+                Outcome::CanaryStarted { diff, note }
+            }
+            _ => {
+                let version = table.meta.version;
+                self.live.store(Arc::new(table));
+                self.swapped.send_replace(version);
+                let note = from_file.map(|candidate| {
+                    self.candidate.replace(None);
+                    format!(
+                        "put live at once; the canary of version {} was discarded",
+                        candidate.table.meta.version
+                    )
+                });
+                Outcome::Swapped { diff, note }
+            }
+        }
     }
 
     /// Route tables still alive, the live one included.
@@ -312,11 +451,27 @@ impl Reloader {
         self.lock().history.iter().cloned().collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Record> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Record> {
         // The record stays consistent even if a holder panicked: every
         // update is a single assignment.
         self.record.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What one reload did with the bytes it read.
+enum Outcome {
+    Swapped {
+        diff: RouteDiff,
+        note: Option<String>,
+    },
+    CanaryStarted {
+        diff: RouteDiff,
+        note: String,
+    },
+    Unchanged {
+        note: Option<String>,
+    },
+    Refused(String),
 }
 
 /// How many route names one list of a reload's log line shows; a first load
