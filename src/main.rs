@@ -106,6 +106,13 @@ struct CheckArgs {
     /// this URL (for example http://127.0.0.1:9901).
     #[arg(long, value_name = "ADMIN_URL")]
     diff: Option<url::Url>,
+    /// Route every request of this JSON access log with the file and say
+    /// which would go to another route than the one that served it.
+    #[arg(long, value_name = "ACCESS_LOG")]
+    replay: Option<PathBuf>,
+    /// With --replay: exit 1 when any logged request would move.
+    #[arg(long, requires = "replay")]
+    fail_on_move: bool,
     #[command(flatten)]
     tls: TlsPairArgs,
 }
@@ -222,7 +229,7 @@ fn check_routes(args: &CheckArgs) -> bool {
             for route in table.routes() {
                 println!("  {}", route.spec.summary());
             }
-            match &args.diff {
+            let diffed = match &args.diff {
                 None => true,
                 Some(admin) => match diff_against(admin, &table) {
                     Ok(()) => true,
@@ -231,10 +238,33 @@ fn check_routes(args: &CheckArgs) -> bool {
                         false
                     }
                 },
-            }
+            };
+            let replayed = match &args.replay {
+                None => true,
+                Some(log) => replay(log, &table, args.fail_on_move),
+            };
+            diffed && replayed
         }
         Err(error) => {
             eprintln!("{}: {error}", args.config.display());
+            false
+        }
+    }
+}
+
+/// Replays `log` with `table` and prints the report; `false` when the log
+/// cannot be read, or when a request would move and `fail_on_move`.
+fn replay(log: &std::path::Path, table: &RouteTable, fail_on_move: bool) -> bool {
+    let report = std::fs::File::open(log).and_then(|file| {
+        switchyard::candidate::replay::replay(table, std::io::BufReader::new(file))
+    });
+    match report {
+        Ok(report) => {
+            print!("{report}");
+            !(fail_on_move && report.moved() > 0)
+        }
+        Err(error) => {
+            eprintln!("cannot read {}: {error}", log.display());
             false
         }
     }

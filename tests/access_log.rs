@@ -91,7 +91,14 @@ async fn json_logs_carry_every_access_field_and_reloads() {
     // The /echo access line.
     let line = wait_json(&binary, by_id("access-2")).await;
     assert_eq!(line["route"], "echo");
-    assert_eq!(line["path"], "/echo/a", "the query is left out of the log");
+    assert_eq!(
+        line["path"], "/echo/a",
+        "the path is logged without the query"
+    );
+    assert_eq!(
+        line["query"], "token=secret",
+        "and the query on its own (SPEC 10.3)"
+    );
     assert_eq!(line["upstream"], format!("{}/", upstream.url()));
     assert_eq!(line["status"], 200);
     assert_eq!(line["bytes"], echo_body.len());

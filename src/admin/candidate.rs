@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::{change_allowed, health, AdminState};
+use super::{health, refusal, AdminState};
 use crate::candidate::{Candidate, Mode};
 use crate::proxy::server::Peer;
 use crate::reload::candidate::ProposeError;
@@ -54,7 +54,7 @@ pub(super) async fn propose(
     // any real route file.
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(refused) = change_allowed(&state, peer, "POST /candidate") {
+    if let Some(refused) = refusal(&state, peer, "POST /candidate") {
         return refused;
     }
     let mode = match query.as_deref() {
@@ -100,7 +100,7 @@ pub(super) async fn promote(
     State(state): State<AdminState>,
     peer: Option<Extension<Peer>>,
 ) -> Response {
-    if let Err(refused) = change_allowed(&state, peer, "POST /candidate/promote") {
+    if let Some(refused) = refusal(&state, peer, "POST /candidate/promote") {
         return refused;
     }
     let reloader = Arc::clone(&state.reloader);
@@ -122,7 +122,7 @@ pub(super) async fn discard(
     State(state): State<AdminState>,
     peer: Option<Extension<Peer>>,
 ) -> Response {
-    if let Err(refused) = change_allowed(&state, peer, "DELETE /candidate") {
+    if let Some(refused) = refusal(&state, peer, "DELETE /candidate") {
         return refused;
     }
     match state.reloader.discard_candidate() {

@@ -60,23 +60,19 @@ fn may_change_state(state: &AdminState, peer: Option<SocketAddr>) -> bool {
         })
 }
 
-/// Refuses a state change from a peer that may not make one (403), and
-/// logs it.
-fn change_allowed(
-    state: &AdminState,
-    peer: Option<Extension<Peer>>,
-    what: &str,
-) -> Result<(), Response> {
+/// The refusal (403) of a state change from a peer that may not make one,
+/// logged; `None` when the peer may.
+fn refusal(state: &AdminState, peer: Option<Extension<Peer>>, what: &str) -> Option<Response> {
     let peer = peer.map(|Extension(peer)| peer.addr);
     if may_change_state(state, peer) {
-        return Ok(());
+        return None;
     }
     tracing::warn!(?peer, "refused {what} from a non-loopback peer");
     let body = json!({
         "error": "forbidden",
         "reason": "state changes are accepted from loopback only; start with --admin-allow-remote-changes to allow others",
     });
-    Err((StatusCode::FORBIDDEN, Json(body)).into_response())
+    Some((StatusCode::FORBIDDEN, Json(body)).into_response())
 }
 
 pub fn app(state: AdminState) -> Router {
@@ -351,7 +347,7 @@ async fn reload(
     peer: Option<Extension<Peer>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    if let Err(refused) = change_allowed(&state, peer, "POST /reload") {
+    if let Some(refused) = refusal(&state, peer, "POST /reload") {
         return refused;
     }
     // `?now=true` puts the file live at once, past the live file's
@@ -360,7 +356,8 @@ async fn reload(
         Some("now=true") => Apply::Now,
         None | Some("") | Some("now=false") => Apply::FollowRollout,
         Some(other) => {
-            let body = json!({ "error": "bad_query", "reason": format!("`{other}` is not `now=true`") });
+            let body =
+                json!({ "error": "bad_query", "reason": format!("`{other}` is not `now=true`") });
             return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
     };

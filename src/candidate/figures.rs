@@ -128,7 +128,19 @@ mod tests {
 
     #[test]
     fn each_latency_falls_under_its_buckets_bound_within_a_fifth() {
-        for micros in [1u64, 2, 3, 5, 99, 100, 1_000, 1_234, 50_000, 200_000, 3_600_000_000] {
+        for micros in [
+            1u64,
+            2,
+            3,
+            5,
+            99,
+            100,
+            1_000,
+            1_234,
+            50_000,
+            200_000,
+            3_600_000_000,
+        ] {
             let bucket = bucket_of(Duration::from_micros(micros));
             let bound = upper_bound_micros(bucket);
             assert!(bound > micros, "{micros} µs: bound {bound}");
@@ -154,7 +166,10 @@ mod tests {
         assert_eq!(snapshot.requests, 1000);
         assert_eq!(snapshot.errors_5xx, 10);
         assert!((snapshot.error_share() - 0.01).abs() < 1e-9);
-        assert!(snapshot.p99_ms >= 1.0 && snapshot.p99_ms < 1.25, "{snapshot:?}");
+        assert!(
+            snapshot.p99_ms >= 1.0 && snapshot.p99_ms < 1.25,
+            "{snapshot:?}"
+        );
         figures.record(503, Duration::from_millis(200));
         assert!(figures.snapshot().p99_ms >= 200.0);
     }

@@ -272,7 +272,7 @@ impl Trial {
 
     /// Counts the answer in the figures of the table that routed it.
     #[inline(never)]
-    pub fn finish(self: Box<Self>, status: u16) {
+    pub fn finish(&self, status: u16) {
         let Some(canary) = &self.candidate.canary else {
             return;
         };

@@ -139,7 +139,10 @@ pub fn replay(table: &RouteTable, log: impl BufRead) -> std::io::Result<Report> 
         report.read += 1;
         let picked = match decide(table, &facts) {
             Decision::Undecidable(route) => {
-                *report.undecidable.entry(route.name().to_owned()).or_default() += 1;
+                *report
+                    .undecidable
+                    .entry(route.name().to_owned())
+                    .or_default() += 1;
                 reached.insert(route.name().to_owned());
                 continue;
             }

@@ -9,8 +9,10 @@
 //! the request keeps it to its end), which is what
 //! `switchyard_config_generations_live` counts.
 //!
-//! Log fields: `method`, `host` (as sent), `path` (as sent, without the
-//! query, which may carry secrets), `route` (`_none` when unrouted),
+//! Log fields: `method`, `host` (as sent), `path` (as sent), `query` (as
+//! sent, absent without one; `check --replay` routes it, SPEC 10.3: a
+//! service that puts secrets in query strings should keep its access log
+//! as guarded as the requests), `route` (`_none` when unrouted),
 //! `upstream` (the base URL picked, `-` for `respond` routes; every URL
 //! tried, joined by `,`, when a try failed and the next went elsewhere), `status`,
 //! `duration_ms` (request received to body end), `bytes` (response body
@@ -95,6 +97,7 @@ fn trace_event(line: &AccessLine<'_>) {
         method = line.method,
         host = line.host,
         path = line.path,
+        query = line.query,
         route = line.route,
         upstream = line.upstream,
         status = line.status,
@@ -297,6 +300,7 @@ impl ExchangeState {
             method: self.method.as_str(),
             host: self.host.as_ref().and_then(|h| h.to_str().ok()),
             path: self.uri.path(),
+            query: self.uri.query().filter(|q| !q.is_empty()),
             route: route.map_or(NO_ROUTE, |r| r.name()),
             upstream: &upstream,
             status: self.status.as_u16(),
@@ -473,6 +477,7 @@ mod tests {
                 method: "POST",
                 host,
                 path: "/a\"b\\c",
+                query: Some("q=\"1\""),
                 route: "api",
                 upstream: "http://127.0.0.1:9/,http://127.0.0.1:10/",
                 status: 502,

@@ -16,6 +16,8 @@ pub struct AccessLine<'a> {
     pub method: &'a str,
     pub host: Option<&'a str>,
     pub path: &'a str,
+    /// The query string as sent, without its `?`; absent when there is none.
+    pub query: Option<&'a str>,
     pub route: &'a str,
     pub upstream: &'a str,
     pub status: u16,
@@ -71,6 +73,9 @@ impl AccessLine<'_> {
             pair("host", &pretty(host));
         }
         pair("path", &pretty(self.path));
+        if let Some(query) = self.query {
+            pair("query", &pretty(query));
+        }
         pair("route", &pretty(self.route));
         pair("upstream", &pretty(self.upstream));
         pair("status", decimal(&mut digits, u64::from(self.status)));
@@ -118,6 +123,10 @@ impl AccessLine<'_> {
         }
         key("path", out);
         json_string(out, self.path);
+        if let Some(query) = self.query {
+            key("query", out);
+            json_string(out, query);
+        }
         key("route", out);
         json_string(out, self.route);
         key("upstream", out);
@@ -284,6 +293,7 @@ mod tests {
             method: "GET",
             host: Some("a.test:8080"),
             path: "/x=1",
+            query: Some("a=1&b"),
             route: "api",
             upstream: "http://127.0.0.1:9/",
             status: 200,
@@ -342,7 +352,7 @@ mod tests {
         assert_eq!(
             written(&quoted, LineFormat::Pretty, at),
             "2026-11-30T00:53:20.000042Z  INFO switchyard::access: request method=GET \
-             path=\"/x=1\" route=api upstream=http://127.0.0.1:9/ status=200 duration_ms=1.5 \
+             path=\"/x=1\" query=\"a=1&b\" route=api upstream=http://127.0.0.1:9/ status=200 duration_ms=1.5 \
              bytes=13 request_id=\"a \\\"b\\\"\" outcome=complete listener=proxy protocol=HTTP/1.1 \
              error=no_route\n"
         );
@@ -364,6 +374,7 @@ mod tests {
             "method": "GET",
             "host": "a.test:8080",
             "path": "/\"\\\u{1}é",
+            "query": "a=1&b",
             "route": "api",
             "upstream": "http://127.0.0.1:9/",
             "status": 200,

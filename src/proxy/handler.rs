@@ -97,10 +97,14 @@ fn handle(
     let live = state.live.load_full();
     // While a candidate table runs (SPEC 10), which of the two routes this
     // request, and what it tells about the candidate; `None` otherwise.
-    let trial = state
-        .candidate
-        .load()
-        .map(|candidate| Trial::begin(candidate, &live, request.headers(), connection.peer.addr.ip()));
+    let trial = state.candidate.load().map(|candidate| {
+        Trial::begin(
+            candidate,
+            &live,
+            request.headers(),
+            connection.peer.addr.ip(),
+        )
+    });
     let table = match &trial {
         None => live,
         Some(trial) => trial.routing_table(live),

@@ -14,7 +14,7 @@ use crate::candidate::{Candidate, Mode, Origin};
 use crate::reload::reloader::{
     build, Attempt, LastReload, ReloadResult, Reloader, RouteDiff, Trigger,
 };
-use crate::routes::config::{RolloutSpec, Source};
+use crate::routes::config::Source;
 
 /// How often a running canary is judged: a broken gate is acted on within
 /// this long of the answer that broke it.
@@ -44,7 +44,7 @@ impl Reloader {
             .map_err(|error| ProposeError::Invalid(error.to_string()))?
             .tracked_by(&self.generations)
             .carry_state_from(&current);
-        let rollout = current.rollout.clone().unwrap_or_else(RolloutSpec::default);
+        let rollout = current.rollout.clone().unwrap_or_default();
         let candidate = Arc::new(Candidate::new(
             table,
             source,
@@ -68,7 +68,10 @@ impl Reloader {
         let discarded = self.candidate.replace(None);
         if let Some(candidate) = &discarded {
             if let Some(canary) = &candidate.canary {
-                canary.end(State::RolledBack, "discarded by DELETE /candidate".to_owned());
+                canary.end(
+                    State::RolledBack,
+                    "discarded by DELETE /candidate".to_owned(),
+                );
             }
             tracing::info!(
                 version = candidate.table.meta.version,
@@ -82,7 +85,11 @@ impl Reloader {
     /// /candidate/promote`); `None` when there is none.
     pub fn promote_candidate(&self) -> Option<Attempt> {
         let candidate = self.candidate.load()?;
-        self.promote(&candidate, Trigger::Candidate, "promoted by POST /candidate/promote")
+        self.promote(
+            &candidate,
+            Trigger::Candidate,
+            "promoted by POST /candidate/promote",
+        )
     }
 
     /// Looks at a running canary once and acts on the verdict.

@@ -20,8 +20,8 @@ use url::Url;
 use crate::routes::balance::Balancer;
 use crate::routes::conditions;
 use crate::routes::config::{
-    Config, ConfigError, HostPattern, RedirectSpec, RespondSpec, RolloutSpec, RouteSpec, TargetSpec,
-    UpstreamTlsSpec,
+    Config, ConfigError, HostPattern, RedirectSpec, RespondSpec, RolloutSpec, RouteSpec,
+    TargetSpec, UpstreamTlsSpec,
 };
 use crate::routes::counters::RouteMetrics;
 use crate::routes::limits::Protection;

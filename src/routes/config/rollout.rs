@@ -222,7 +222,10 @@ mod tests {
     fn missing_values_take_the_defaults_and_a_header_key_is_read() {
         let spec = parse("{ percent: 50, key: 'header:x-user' }").expect("valid");
         assert_eq!(spec.percent, 50);
-        assert_eq!(spec.key, SliceKey::Header(HeaderName::from_static("x-user")));
+        assert_eq!(
+            spec.key,
+            SliceKey::Header(HeaderName::from_static("x-user"))
+        );
         assert_eq!(spec.min_requests, 100);
         let spec = parse("{ max_error_increase: 0.5% }").expect("valid");
         assert!((spec.max_error_increase - 0.005).abs() < 1e-12);
