@@ -370,3 +370,52 @@ async fn dashboard_shows_certificates_and_the_days_they_have_left() {
         "the last certificate reload:\n{dom}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_candidate_and_its_gates() {
+    let Some(chromium) = chromium_or_skip("dashboard_shows_the_candidate_and_its_gates") else {
+        return;
+    };
+    let rollout = "rollout: { percent: 50, for: 1h, min_requests: 1000 }\n";
+    let router = TestRouter::with_yaml(format!("{rollout}{ROUTES}"))
+        .start()
+        .await;
+    router.write_config(&format!(
+        "{rollout}{ROUTES}  hello-v2:\n    prefix: /hello/v2\n    respond: {{ body: \"v2\\n\" }}\n"
+    ));
+    eventually(LIVE_WITHIN, || async {
+        router.admin_json("/candidate").await.0 == http::StatusCode::OK
+    })
+    .await;
+    for _ in 0..3 {
+        router
+            .get("/hello/v2")
+            .send()
+            .await
+            .expect("the proxy answers");
+    }
+
+    let dom = dump_dom(&chromium, &router.admin_url("/")).await;
+    assert!(
+        dom.contains(r#"data-candidate="canary""#) && dom.contains(r#"<section id="candidate">"#),
+        "the candidate section is hidden:\n{dom}"
+    );
+    for table in ["live", "candidate"] {
+        assert!(
+            dom.contains(&format!(r#"data-table="{table}""#)),
+            "the {table} table's figures are missing:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("50% of keys on the candidate, running; gates: 50% by client_ip"),
+        "the gates are missing:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-move="hello|hello-v2""#) && dom.contains("/hello/v2<"),
+        "the move and its example are missing:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-result="canary""#),
+        "the reload that started the canary is missing:\n{dom}"
+    );
+}
