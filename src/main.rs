@@ -95,6 +95,12 @@ struct RunArgs {
     /// cost (benches/observe.sh).
     #[arg(long, hide = true)]
     no_request_observability: bool,
+    /// Start with this route file as a shadow candidate, as `POST
+    /// /candidate?mode=shadow` would load it; only for measuring what a
+    /// candidate costs each request (`benches/candidate.sh`), which needs
+    /// it loaded before the first request.
+    #[arg(long, hide = true, value_name = "PATH")]
+    shadow_candidate: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -338,6 +344,20 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &args.shadow_candidate {
+        let proposed = std::fs::read_to_string(path)
+            .map_err(|error| error.to_string())
+            .and_then(|text| {
+                router
+                    .reloader()
+                    .propose(text, switchyard::candidate::Mode::Shadow)
+                    .map_err(|error| error.to_string())
+            });
+        if let Err(error) = proposed {
+            eprintln!("{}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let tls = match tls_setup(&args) {
         Ok(tls) => tls,
         Err(message) => {
