@@ -505,3 +505,51 @@ async fn replay_reports_the_moves_of_a_logged_day() {
         String::from_utf8_lossy(&same.stdout)
     );
 }
+
+#[tokio::test]
+async fn an_edit_while_a_canary_runs_replaces_it_and_a_revert_ends_it() {
+    let (a, b, c) = (
+        Upstream::echo("a").start().await,
+        Upstream::echo("b").start().await,
+        Upstream::echo("c").start().await,
+    );
+    let rollout = "{ percent: 50, for: 1h }";
+    let live = rollout_file(rollout, &a.url());
+    let router = TestRouter::with_yaml(live.clone()).start().await;
+    router.write_config(&rollout_file(rollout, &b.url()));
+    let first = canary_running(&router).await;
+    router.write_config(&rollout_file(rollout, &c.url()));
+    let second = eventually(Duration::from_secs(10), || async {
+        let (_, body) = candidate(&router).await;
+        (body["sha256"] != first["sha256"] && body["mode"] == "canary").then_some(body)
+    })
+    .await;
+    assert_eq!(second["version"], 2, "still numbered after the live table");
+    let replaced = newest_reload(&router).await;
+    assert_eq!(replaced["result"], "canary");
+    assert!(
+        replaced["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("replaces the candidate of version 2")),
+        "{replaced}"
+    );
+    assert_eq!(
+        router.admin_json("/readyz").await.0,
+        StatusCode::OK,
+        "a candidate never makes the router unready"
+    );
+    // Saving the live bytes again ends the canary.
+    router.write_config(&live);
+    eventually(Duration::from_secs(10), || async {
+        candidate(&router).await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    let reverted = newest_reload(&router).await;
+    assert!(
+        reverted["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("back to the live bytes")),
+        "{reverted}"
+    );
+    assert_eq!(router.version().await, 1);
+}
