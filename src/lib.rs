@@ -8,6 +8,8 @@
 //! - [`routes`]: the route file and what is built from it: the checked
 //!   config, the immutable table and its lookup, paths, hosts, the
 //!   explainer, the per-route counters a table holds.
+//! - [`trace`]: OpenTelemetry spans of sampled requests, W3C Trace
+//!   Context, and their export over OTLP; imports no other part.
 //! - [`observe`]: what the router tells about itself: metrics, access
 //!   logs, batched log output.
 //! - [`policy`]: what a route does to a request besides choosing where it
@@ -35,5 +37,6 @@ pub mod reload;
 pub mod routes;
 pub mod run;
 pub mod tls;
+pub mod trace;
 
 pub use run::{Options, ServeError, Switchyard};

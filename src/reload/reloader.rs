@@ -356,7 +356,12 @@ mod tests {
 
     #[test]
     fn a_trigger_is_spelled_in_logs_as_in_the_api() {
-        for trigger in [Trigger::Watch, Trigger::Poll, Trigger::Signal, Trigger::Admin] {
+        for trigger in [
+            Trigger::Watch,
+            Trigger::Poll,
+            Trigger::Signal,
+            Trigger::Admin,
+        ] {
             let api = serde_json::to_value(trigger).expect("a trigger serializes");
             assert_eq!(api, serde_json::Value::from(trigger.to_string()));
         }
