@@ -48,6 +48,7 @@ struct Received {
     attributes: BTreeMap<String, String>,
     /// 0 unset, 2 error (OTLP's `StatusCode`).
     status: i32,
+    start: u64,
     duration: Duration,
 }
 
@@ -57,6 +58,39 @@ impl Received {
             .get(key)
             .unwrap_or_else(|| panic!("no attribute {key} in {self:#?}"))
     }
+}
+
+/// One trace as a table, the server span first, then its tries in the
+/// order they started; printed by the first test (run it with
+/// `--nocapture`), as the README shows it.
+fn render(spans: &[Received]) -> String {
+    let mut ordered: Vec<&Received> = spans.iter().collect();
+    ordered.sort_by_key(|s| (s.kind, s.start));
+    let mut out = String::from(
+        "| span | kind | id | parent | duration | attributes |\n|---|---|---|---|---|---|\n",
+    );
+    for span in ordered {
+        let attributes: Vec<String> = span
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("`{k}={v}`"))
+            .collect();
+        let status = if span.status == 2 { " (error)" } else { "" };
+        out.push_str(&format!(
+            "| {}{status} | {} | {} | {} | {:.2} ms | {} |\n",
+            span.name,
+            if span.kind == 2 { "server" } else { "client" },
+            span.span_id,
+            if span.parent_span_id.is_empty() {
+                "-"
+            } else {
+                &span.parent_span_id
+            },
+            span.duration.as_secs_f64() * 1000.0,
+            attributes.join(" ")
+        ));
+    }
+    out
 }
 
 /// An OTLP/HTTP collector on `127.0.0.1:0`: every `POST /v1/traces`
@@ -156,6 +190,7 @@ fn received(request: ExportTraceServiceRequest) -> Vec<Received> {
                         })
                         .collect(),
                     status: span.status.map_or(0, |s| s.code),
+                    start: span.start_time_unix_nano,
                     duration: Duration::from_nanos(
                         span.end_time_unix_nano
                             .saturating_sub(span.start_time_unix_nano),
@@ -243,6 +278,7 @@ async fn a_callers_traceparent_makes_the_server_span_its_child_with_a_client_spa
 
     let spans = collector.trace(CALLER_TRACE, 3).await;
     assert_eq!(spans.len(), 3, "{spans:#?}");
+    eprintln!("{}", render(&spans));
     let server = spans.iter().find(|s| s.kind == 2).expect("a server span");
     assert_eq!(server.name, "GET api");
     assert_eq!(server.service, "switchyard");
