@@ -35,7 +35,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt as _};
-use opentelemetry::InstrumentationScope;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     IdGenerator as _, RandomIdGenerator, SamplingDecision, ShouldSample,
@@ -91,7 +91,11 @@ impl Tracer {
         scheme: &'static str,
         client: IpAddr,
     ) -> Option<ServerSpan> {
-        let parent = self.propagator.extract(&Headers(headers));
+        // From an empty context, not the thread's current one: a request
+        // inherits nothing from whatever ran on its worker before it.
+        let parent = self
+            .propagator
+            .extract_with_context(&Context::new(), &Headers(headers));
         let parent_span = parent.span();
         let parent_context = parent_span.span_context();
         let trace_id = if parent_context.is_valid() {
