@@ -10,6 +10,8 @@
 //!   explainer, the per-route counters a table holds.
 //! - [`candidate`]: a second table beside the live one, to prove a change
 //!   on live traffic (shadow, canary) or on a logged day (replay).
+//! - [`trace`]: OpenTelemetry spans of sampled requests, W3C Trace
+//!   Context, and their export over OTLP; imports no other part.
 //! - [`observe`]: what the router tells about itself: metrics, access
 //!   logs, batched log output.
 //! - [`policy`]: what a route does to a request besides choosing where it
@@ -38,5 +40,6 @@ pub mod reload;
 pub mod routes;
 pub mod run;
 pub mod tls;
+pub mod trace;
 
 pub use run::{Options, ServeError, Switchyard};

@@ -15,6 +15,7 @@ use switchyard::observe::log_writer::{BatchedStderr, FlushGuard};
 use switchyard::routes::config::Source;
 use switchyard::routes::table::RouteTable;
 use switchyard::tls::{Certificates, PairPaths, TlsError};
+use switchyard::trace::TraceConfig;
 use switchyard::{Options, Switchyard};
 use tokio::net::TcpListener;
 
@@ -88,6 +89,12 @@ struct RunArgs {
     tls_listen: Option<String>,
     #[command(flatten)]
     tls: TlsPairArgs,
+    /// Where spans go (OTLP over HTTP, protobuf), as a base URL such as
+    /// http://collector:4318 (`/v1/traces` is appended). Without it, and
+    /// without OpenTelemetry's OTEL_EXPORTER_OTLP_ENDPOINT or
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, tracing is off.
+    #[arg(long, env = "SWITCHYARD_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Follow the route file by polling instead of a file-system watcher.
     #[arg(long, env = "SWITCHYARD_POLL", hide = true)]
     poll: bool,
@@ -327,6 +334,13 @@ fn diff_against(admin: &url::Url, table: &RouteTable) -> anyhow::Result<()> {
 fn run(args: RunArgs) -> ExitCode {
     // Held until `run` returns, so buffered log lines are written at exit.
     let _log_writer = init_logging(args.log_format);
+    let tracing = match TraceConfig::from_env(args.otlp_endpoint.as_deref()) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = Options {
         config: args.config.clone(),
         drain_timeout: args.drain_timeout,
@@ -335,6 +349,7 @@ fn run(args: RunArgs) -> ExitCode {
         observe_requests: !args.no_request_observability,
         workers: args.workers,
         admin_allow_remote_changes: args.admin_allow_remote_changes,
+        tracing,
     };
     // The same message `check` prints, so the two never disagree.
     let router = match Switchyard::load(options) {

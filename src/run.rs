@@ -40,6 +40,7 @@ use crate::reload::reloader::{Reloader, Trigger};
 use crate::reload::watch;
 use crate::routes::config::ConfigError;
 use crate::tls::{Certificates, OnFailure};
+use crate::trace::{ExporterError, TraceConfig, Tracer};
 
 /// The admin listener gets this long to finish its own requests at shutdown;
 /// its answers are small and fast, and the proxy has drained by then.
@@ -63,6 +64,9 @@ pub struct Options {
     pub workers: NonZeroUsize,
     /// Accept `POST /reload` from non-loopback admin peers.
     pub admin_allow_remote_changes: bool,
+    /// Tracing (SPEC 9); `None` is off. It rides on request observation:
+    /// with `observe_requests` off, nothing is traced either.
+    pub tracing: Option<TraceConfig>,
 }
 
 /// The CPUs this process may run on (its affinity mask and cgroup quota, as
@@ -80,6 +84,8 @@ pub enum ServeError {
     Worker(#[from] std::io::Error),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot set up tracing: {0}")]
+    Trace(#[from] ExporterError),
 }
 
 impl Options {
@@ -93,6 +99,7 @@ impl Options {
             observe_requests: true,
             workers: default_workers(),
             admin_allow_remote_changes: false,
+            tracing: None,
         }
     }
 }
@@ -186,11 +193,22 @@ impl Switchyard {
             }
             None => (None, None),
         };
+        // Spans are exported from this runtime, never a request thread's.
+        let tracing = match options.tracing.clone() {
+            Some(config) => {
+                tracing::info!(endpoint = %config.endpoint, sampler = ?config.sampler, "tracing on");
+                let dropped = Arc::clone(reloader.metrics().trace_spans_dropped());
+                Some(Tracer::start(config, dropped)?)
+            }
+            None => None,
+        };
+        let tracer = tracing.as_ref().map(|(tracer, _)| Arc::clone(tracer));
         let workers = spawn_workers(
             proxy_listener,
             tls_socket,
             &options,
             &reloader,
+            tracer,
             proxy_stopped,
         )?;
         // The registry's own flag, so `switchyard_ready` and `/readyz` agree.
@@ -255,6 +273,10 @@ impl Switchyard {
                 tracing::error!("a proxy worker thread ended without draining");
             }
         }
+        // The spans of the last requests, sent within a short bound.
+        if let Some((_, exporting)) = tracing {
+            exporting.shutdown().await;
+        }
         let _ = stop_admin.send(());
         if let Err(error) = admin.await {
             tracing::error!(%error, "admin listener task failed");
@@ -283,6 +305,7 @@ fn spawn_workers(
     tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
     options: &Options,
     reloader: &Reloader,
+    tracer: Option<Arc<Tracer>>,
     stop: signal::Receiver<bool>,
 ) -> Result<Vec<oneshot::Receiver<()>>, ServeError> {
     let listener = listener.into_std()?;
@@ -295,6 +318,7 @@ fn spawn_workers(
         let mut state = ProxyState::new(Arc::clone(reloader.live()), tunnels.clone())?;
         state.candidate = Arc::clone(reloader.candidate());
         state.observe = options.observe_requests;
+        state.tracer = tracer.clone().filter(|_| options.observe_requests);
         let listener = listener.try_clone()?;
         let tls = match &tls {
             Some((socket, acceptor)) => Some((socket.try_clone()?, acceptor.clone())),

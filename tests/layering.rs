@@ -11,11 +11,14 @@ use std::path::Path;
 /// `proxy` and `reload` are peers and must not import each other, as are
 /// `observe` and `policy`. `locks` is
 /// documentation only and, at rank 0, may import nothing.
-const PARTS: [(&str, u8); 11] = [
+const PARTS: [(&str, u8); 12] = [
     ("locks", 0),
     ("pki", 0),
     ("routes", 1),
     ("candidate", 2),
+    // Spans and their export import no other part, so both the access log
+    // (which ends the server span) and the proxy (which starts spans) can.
+    ("trace", 1),
     ("observe", 2),
     ("policy", 2),
     ("proxy", 3),

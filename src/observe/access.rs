@@ -23,8 +23,10 @@
 //! `HTTP/2`), `upstream_protocol` (what the upstream that answered spoke;
 //! absent when none did), `retries` (why each try after the first was
 //! made: `connect`, `reset`, `timeout`, `status`, by `,`; absent when
-//! none), `mirrored` (true when a copy went to the route's mirror), and
-//! `error` for proxy errors (among them `rate_limited` and `overloaded`).
+//! none), `mirrored` (true when a copy went to the route's mirror),
+//! `error` for proxy errors (among them `rate_limited` and `overloaded`),
+//! and, for a request traced (SPEC 9), `trace_id` and `span_id`: its server
+//! span's, which ends here too.
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -46,9 +48,11 @@ use crate::observe::metrics::NO_ROUTE;
 use crate::routes::balance::{Tried, MAX_ATTEMPTS};
 use crate::routes::counters::RetryReason;
 use crate::routes::counters::UpstreamErrorKind;
+use crate::routes::host::host_of_authority;
 use crate::routes::limits::InFlight;
 use crate::routes::table::{Route, RouteTable};
 use crate::routes::upstreams::UpstreamLoad;
+use crate::trace::{ServerEnd, ServerSpan};
 
 /// The `tracing` target of access-log events, so they can be filtered on
 /// their own: `SWITCHYARD_LOG=info,switchyard::access=off`.
@@ -111,6 +115,8 @@ fn trace_event(line: &AccessLine<'_>) {
         retries = line.retries,
         mirrored = line.mirrored,
         error = line.error,
+        trace_id = line.trace_id,
+        span_id = line.span_id,
         "request"
     );
 }
@@ -151,16 +157,18 @@ impl RetryLog {
 }
 
 /// What a request holds until its response ends: its place in its route's
-/// in-flight count (SPEC 7.4) and in its upstream's (SPEC 7.6).
+/// in-flight count (SPEC 7.4) and in its upstream's (SPEC 7.6), and its
+/// server span when it is traced (SPEC 9).
 #[derive(Debug, Default)]
 pub struct Holds {
     pub route: Option<InFlight>,
     pub upstream: Option<UpstreamLoad>,
+    pub trace: Option<ServerSpan>,
 }
 
 impl Holds {
     pub fn is_empty(&self) -> bool {
-        self.route.is_none() && self.upstream.is_none()
+        self.route.is_none() && self.upstream.is_none() && self.trace.is_none()
     }
 }
 
@@ -278,9 +286,14 @@ impl Exchange {
 }
 
 impl ExchangeState {
-    fn finish(self: Box<Self>, outcome: Outcome) {
+    fn finish(mut self: Box<Self>, outcome: Outcome) {
         let elapsed = self.started.elapsed();
         let route = self.routed.route.and_then(|i| self.table.routes().get(i));
+        let span = self
+            .holds
+            .trace
+            .take()
+            .map(|span| self.end_span(span, route));
         let metrics = route.map_or(&self.table.unrouted, |route| &route.metrics);
         metrics.record(self.status, elapsed);
         if let Some(kind) = self.upstream_error {
@@ -314,11 +327,30 @@ impl ExchangeState {
             retries: retries.as_deref(),
             mirrored: self.routed.mirrored,
             error: self.error,
+            trace_id: span.as_ref().map(|ids| ids.trace_id()),
+            span_id: span.as_ref().map(|ids| ids.span_id()),
         };
         match OUTPUT.get() {
             Some(output) => output.write(&line),
             None => trace_event(&line),
         }
+    }
+
+    /// Ends the request's server span with what the access line says, and
+    /// returns its ids for the line.
+    fn end_span(&self, span: ServerSpan, route: Option<&Route>) -> crate::trace::SpanIds {
+        let ids = span.ids();
+        let host = self.host.as_ref().and_then(host_of_authority);
+        span.end(ServerEnd {
+            method: &self.method,
+            path: self.uri.path(),
+            host: host.as_deref(),
+            route: route.map(|r| (r.name(), r.spec.prefix.as_str())),
+            config_version: self.table.meta.version,
+            status: self.status.as_u16(),
+            version: self.version,
+        });
+        ids
     }
 
     /// Whether a body dropped before its last frame had nothing left to
@@ -491,6 +523,8 @@ mod tests {
                 retries: Some("connect,status"),
                 mirrored: true,
                 error,
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+                span_id: Some("00f067aa0ba902b7"),
             };
             captured.0.lock().expect("not poisoned").clear();
             let sink = captured.clone();

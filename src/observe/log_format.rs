@@ -35,6 +35,9 @@ pub struct AccessLine<'a> {
     pub retries: Option<&'a str>,
     pub mirrored: bool,
     pub error: Option<&'static str>,
+    /// The server span's ids, when the request was traced (SPEC 9).
+    pub trace_id: Option<&'a str>,
+    pub span_id: Option<&'a str>,
 }
 
 /// How log lines are written: `--log-format`.
@@ -100,6 +103,10 @@ impl AccessLine<'_> {
         if let Some(error) = self.error {
             pair("error", &pretty(error));
         }
+        if let (Some(trace_id), Some(span_id)) = (self.trace_id, self.span_id) {
+            pair("trace_id", &pretty(trace_id));
+            pair("span_id", &pretty(span_id));
+        }
         out.push(b'\n');
     }
 
@@ -160,6 +167,12 @@ impl AccessLine<'_> {
         if let Some(error) = self.error {
             key("error", out);
             json_string(out, error);
+        }
+        if let (Some(trace_id), Some(span_id)) = (self.trace_id, self.span_id) {
+            key("trace_id", out);
+            json_string(out, trace_id);
+            key("span_id", out);
+            json_string(out, span_id);
         }
         key("target", out);
         json_string(out, target);
@@ -307,6 +320,8 @@ mod tests {
             retries: None,
             mirrored: false,
             error: None,
+            trace_id: None,
+            span_id: None,
         }
     }
 

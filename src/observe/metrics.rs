@@ -8,7 +8,7 @@
 //! drops out of `/metrics`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -80,6 +80,9 @@ pub struct Metrics {
     /// listener's certificates, the candidate table), one per slot;
     /// encoded once attached.
     attached: [Arc<OnceLock<Box<dyn Collector>>>; LATE_COLLECTORS],
+    /// Spans tracing dropped (SPEC 9), counted by its exporter; 0 with
+    /// tracing off, so the alert's series exists either way.
+    trace_spans_dropped: Arc<AtomicU64>,
     reloads_ok: Counter,
     reloads_error: Counter,
 }
@@ -101,12 +104,14 @@ impl Metrics {
         let open = Arc::new(OpenCounts::default());
         let readiness = Arc::new(Readiness::default());
         let last_reload_ok = Arc::new(AtomicBool::new(true));
+        let trace_spans_dropped = Arc::new(AtomicU64::new(0));
         registry.register_collector(Box::new(LiveCollector {
             live,
             generations,
             open: Arc::clone(&open),
             readiness: Arc::clone(&readiness),
             last_reload_ok: Arc::clone(&last_reload_ok),
+            trace_spans_dropped: Arc::clone(&trace_spans_dropped),
         }));
         let attached: [Arc<OnceLock<Box<dyn Collector>>>; LATE_COLLECTORS] =
             std::array::from_fn(|_| Arc::new(OnceLock::new()));
@@ -119,9 +124,15 @@ impl Metrics {
             readiness,
             last_reload_ok,
             attached,
+            trace_spans_dropped,
             reloads_ok,
             reloads_error,
         }
+    }
+
+    /// The count of spans tracing dropped, for its exporter to add to.
+    pub fn trace_spans_dropped(&self) -> &Arc<AtomicU64> {
+        &self.trace_spans_dropped
     }
 
     pub fn open(&self) -> &OpenCounts {
@@ -186,6 +197,7 @@ struct LiveCollector {
     open: Arc<OpenCounts>,
     readiness: Arc<Readiness>,
     last_reload_ok: Arc<AtomicBool>,
+    trace_spans_dropped: Arc<AtomicU64>,
 }
 
 impl Collector for LiveCollector {
@@ -256,6 +268,17 @@ impl Collector for LiveCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&(self.open.tunnels.load(Ordering::Relaxed) as u64))?;
+        encoder
+            .encode_descriptor(
+                "switchyard_trace_spans_dropped",
+                "Spans that never reached the OTLP collector: no room in the export queue, or in a batch it did not take",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(
+                &self.trace_spans_dropped.load(Ordering::Relaxed),
+                None,
+            )?;
 
         let mut requests = encoder.encode_descriptor(
             "switchyard_requests",

@@ -36,6 +36,7 @@ use crate::routes::host::host_of_authority;
 use crate::routes::limits::{Mirror, RetryBudget};
 use crate::routes::table::Route;
 use crate::routes::upstreams::{now_ms, Connect, RouteUpstream, UpstreamLoad};
+use crate::trace::{ServerSpan, TryEnd, TrySpan};
 
 /// The URL a request for the canonical `path` with `query` is sent to on
 /// `upstream`: the upstream's origin, parsed once per table, with the path
@@ -194,12 +195,22 @@ pub fn forward<'a>(
                 } else if let Some(body) = body.take() {
                     *outgoing.body_mut() = Some(Relayed::into_reqwest(body));
                 }
-                client.execute(outgoing)
+                // The try's client span (SPEC 9), named in its `traceparent`.
+                let traced = holds
+                    .trace
+                    .as_ref()
+                    .map(|span| start_try_span(span, &mut outgoing, upstream));
+                (traced, client.execute(outgoing))
             };
+            let (traced, sent) = sent;
             let try_deadline = per_try.map_or(deadline, |per_try| {
                 deadline.min(tokio::time::Instant::now() + per_try)
             });
-            let outcome = match timeout_at(try_deadline, sent).await {
+            let tried = timeout_at(try_deadline, sent).await;
+            if let Some(span) = traced {
+                span.end(try_end(&tried));
+            }
+            let outcome = match tried {
                 Ok(Ok(response)) => {
                     upstream.health.succeeded();
                     let status = response.status();
@@ -297,6 +308,40 @@ pub fn forward<'a>(
         // client connection instead of ending the response as if it were
         // complete.
         Ok(Answer::Upstream(response))
+    }
+}
+
+/// Starts the client span of a try to `upstream`, named by the URL the
+/// route gives (not the `server_name` the connection may use instead).
+#[cold]
+#[inline(never)]
+fn start_try_span(
+    server: &ServerSpan,
+    outgoing: &mut reqwest::Request,
+    upstream: &RouteUpstream,
+) -> TrySpan {
+    let url = &upstream.spec.url;
+    let port = url
+        .port()
+        .or_else(|| upstream.origin.port_or_known_default());
+    let method = outgoing.method().clone();
+    server.start_try(
+        outgoing.headers_mut(),
+        &method,
+        url.host_str().unwrap_or_default(),
+        port,
+    )
+}
+
+/// How a try ended, as its client span records it.
+#[cold]
+fn try_end<E>(tried: &Result<Result<reqwest::Response, reqwest::Error>, E>) -> TryEnd {
+    match tried {
+        Ok(Ok(response)) => TryEnd::Answered(response.status().as_u16()),
+        Ok(Err(error)) if error.is_connect() => TryEnd::Failed("connect"),
+        Ok(Err(error)) if closed_before_answering(error) => TryEnd::Failed("reset"),
+        Ok(Err(_)) => TryEnd::Failed("invalid_response"),
+        Err(_elapsed) => TryEnd::Failed("timeout"),
     }
 }
 

@@ -115,6 +115,15 @@ fn handle(
     let request_id = ensure_request_id(request.headers_mut());
     // Read once: routed on, forwarded as `Host`, and logged.
     let authority = request_authority(request.headers(), request.uri());
+    // The server span, when tracing is on and the request is sampled
+    // (SPEC 9); it ends with the response body, in the exchange.
+    let trace = state.tracer.as_ref().and_then(|tracer| {
+        tracer.start_request(
+            request.headers_mut(),
+            state.listener.scheme(),
+            connection.peer.addr.ip(),
+        )
+    });
     let exchange = state.observe.then(|| {
         Exchange::begin(
             Arc::clone(&table),
@@ -126,6 +135,7 @@ fn handle(
     });
     async move {
         let mut progress = Progress::default();
+        progress.holds.trace = trace;
         // Routing is synchronous; only the forwarding awaits, so the request
         // lives in one future, not in one per layer of calls.
         let (picked, wire) = pick_route(&table, trial.as_deref(), &request, authority.as_ref());

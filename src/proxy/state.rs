@@ -14,6 +14,7 @@ use crate::proxy::client::{ClientError, UpstreamClients};
 use crate::proxy::server::Peer;
 use crate::proxy::tunnel::Tunnels;
 use crate::routes::table::RouteTable;
+use crate::trace::Tracer;
 
 /// Which proxy listener a request came in on: what `X-Forwarded-Proto`
 /// says and the access log's `listener` shows.
@@ -54,6 +55,8 @@ pub struct ProxyState {
     pub observe: bool,
     /// The upgraded connections this worker relays.
     pub tunnels: Tunnels,
+    /// Set when tracing is on (SPEC 9); `None` costs a request one branch.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl ProxyState {
@@ -65,6 +68,7 @@ impl ProxyState {
             listener: Listener::Plain,
             observe: true,
             tunnels,
+            tracer: None,
         })
     }
 }

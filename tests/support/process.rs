@@ -20,8 +20,9 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard");
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Settings the binary reads from the environment; cleared so the test
-/// machine's own settings cannot leak in.
-const SETTINGS: [&str; 7] = [
+/// machine's own settings cannot leak in (an OTLP endpoint in the
+/// environment would turn tracing on).
+const SETTINGS: [&str; 16] = [
     "SWITCHYARD_CONFIG",
     "SWITCHYARD_LISTEN",
     "SWITCHYARD_ADMIN",
@@ -29,6 +30,15 @@ const SETTINGS: [&str; 7] = [
     "SWITCHYARD_DRAIN_TIMEOUT",
     "SWITCHYARD_SHUTDOWN_DELAY",
     "SWITCHYARD_LOG",
+    "SWITCHYARD_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
 ];
 
 /// A route file in a fresh temporary directory, deleted on drop.
