@@ -113,6 +113,10 @@ impl Side {
 pub struct CandidateSlot {
     current: ArcSwapOption<Candidate>,
     totals: Arc<Totals>,
+    /// Woken at every replace, so what watches the slot (the canary's
+    /// judge) sleeps while it is empty instead of looking on a timer: an
+    /// idle sidecar wakes for nothing.
+    replaced: tokio::sync::Notify,
 }
 
 impl CandidateSlot {
@@ -123,7 +127,15 @@ impl CandidateSlot {
 
     /// Puts `candidate` in the slot, in place of any other; what was there.
     pub fn replace(&self, candidate: Option<Arc<Candidate>>) -> Option<Arc<Candidate>> {
-        self.current.swap(candidate)
+        let previous = self.current.swap(candidate);
+        self.replaced.notify_one();
+        previous
+    }
+
+    /// Waits for the next [`replace`](Self::replace), or returns at once
+    /// when one happened since the last wait.
+    pub async fn replaced(&self) {
+        self.replaced.notified().await;
     }
 
     pub fn totals(&self) -> &Arc<Totals> {

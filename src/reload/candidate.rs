@@ -190,18 +190,26 @@ impl Reloader {
     }
 }
 
-/// Judges the running canary every [`JUDGE_INTERVAL`], for as long as the
-/// router runs. Spawn it on the control runtime.
+/// Judges the running canary every [`JUDGE_INTERVAL`], and sleeps while no
+/// canary runs. Spawn it on the control runtime, for as long as the router
+/// runs.
 pub async fn judge_canaries(reloader: Arc<Reloader>) {
-    let mut ticks = tokio::time::interval(JUDGE_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
-        let running = reloader
-            .candidate()
-            .load()
-            .is_some_and(|c| c.mode == Mode::Canary);
-        if running {
+        let canary_runs = || {
+            reloader
+                .candidate()
+                .load()
+                .is_some_and(|c| c.mode == Mode::Canary)
+        };
+        if !canary_runs() {
+            // No timer while there is nothing to judge.
+            reloader.candidate().replaced().await;
+            continue;
+        }
+        let mut ticks = tokio::time::interval(JUDGE_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while canary_runs() {
+            ticks.tick().await;
             reloader.judge_candidate();
         }
     }
