@@ -93,9 +93,13 @@ impl Tracer {
     ) -> Option<ServerSpan> {
         // From an empty context, not the thread's current one: a request
         // inherits nothing from whatever ran on its worker before it.
-        let parent = self
-            .propagator
-            .extract_with_context(&Context::new(), &Headers(headers));
+        // Most requests come without one: no propagator, no context to build.
+        let parent = if headers.contains_key(TRACEPARENT) {
+            self.propagator
+                .extract_with_context(&Context::new(), &Headers(headers))
+        } else {
+            Context::new()
+        };
         let parent_span = parent.span();
         let parent_context = parent_span.span_context();
         let trace_id = if parent_context.is_valid() {
