@@ -30,7 +30,7 @@ use crate::proxy::state::{Answer, ClientConnection, Progress, Wire};
 use crate::proxy::tunnel::switch_protocols;
 use crate::routes::balance::key_digest;
 use crate::routes::conditions::first_cookie;
-use crate::routes::config::{http_twin, Balance, HashOn, UpstreamProtocol};
+use crate::routes::config::{Balance, HashOn};
 use crate::routes::counters::RetryReason;
 use crate::routes::host::host_of_authority;
 use crate::routes::limits::{Mirror, RetryBudget};
@@ -388,19 +388,17 @@ fn mirror_request(
     body: Option<axum::body::Body>,
     routed: &mut Routed,
 ) -> Option<axum::body::Body> {
-    let target = &mirror.spec.to;
-    let (origin, connect) = match UpstreamProtocol::of(target) {
-        UpstreamProtocol::H2c => (http_twin(target).ok(), Connect::H2c),
-        UpstreamProtocol::Https => (Some(target.clone()), Connect::Https),
-        UpstreamProtocol::Http1 => (Some(target.clone()), Connect::Http1),
-    };
-    let (Some(mut url), Ok(client)) = (origin, connection.proxy.clients.for_upstream(&connect))
-    else {
+    let destination = mirror.destination.as_ref().and_then(|(origin, connect)| {
+        let client = connection.proxy.clients.for_upstream(connect).ok()?;
+        Some((origin, client))
+    });
+    let Some((origin, client)) = destination else {
         mirror.dropped.fetch_add(1, Ordering::Relaxed);
         return body;
     };
+    let mut url = origin.clone();
     url.set_path(&path_for_upstream(
-        target.path(),
+        mirror.spec.to.path(),
         &route.spec.prefix,
         path,
         route.spec.strip_prefix,

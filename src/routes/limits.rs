@@ -16,7 +16,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::routes::config::{MirrorSpec, RateLimitSpec, RetrySpec, RouteSpec};
+use url::Url;
+
+use crate::routes::config::{
+    http_twin, MirrorSpec, RateLimitSpec, RetrySpec, RouteSpec, UpstreamProtocol,
+};
+use crate::routes::upstreams::Connect;
 
 /// Nanoseconds on the process's monotonic clock: what buckets count in.
 pub fn clock_ns() -> u64 {
@@ -295,6 +300,11 @@ impl RetryBudget {
 #[derive(Debug)]
 pub struct Mirror {
     pub spec: MirrorSpec,
+    /// The URL a copy's path and query are set on (`http://` for an
+    /// `h2c://` target) and the client that sends it, worked out once per
+    /// table; `None` if the target has no usable origin (checked when the
+    /// file was read, so never in practice).
+    pub destination: Option<(Url, Connect)>,
     /// Requests seen: the copied share is taken from this count, so that
     /// exactly `percent` in every hundred are copied, spread over them.
     seen: AtomicU64,
@@ -305,8 +315,15 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn new(spec: MirrorSpec) -> Self {
+        let target = &spec.to;
+        let destination = match UpstreamProtocol::of(target) {
+            UpstreamProtocol::H2c => http_twin(target).ok().map(|url| (url, Connect::H2c)),
+            UpstreamProtocol::Https => Some((target.clone(), Connect::Https)),
+            UpstreamProtocol::Http1 => Some((target.clone(), Connect::Http1)),
+        };
         Mirror {
             spec,
+            destination,
             seen: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
