@@ -5,7 +5,9 @@
 //! reqwest's `Body::wrap` asks for a `Sync` body and axum's is `Send`
 //! only; [`Relayed`] lends it `Sync` (a body is only ever polled through
 //! `&mut`, so nothing is shared). [`BodyHandoff`] keeps a body aside for a
-//! request that may go to a second upstream.
+//! request that may go to a second upstream. [`Holding`] keeps what a
+//! response must outlive (its request's places in counts) to the end of
+//! its body.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -154,3 +156,36 @@ impl http_body::Body for HandedOff {
 #[derive(Debug, thiserror::Error)]
 #[error("the request body was already sent to another upstream")]
 struct BodyTaken;
+
+/// A body that keeps `held` until the body is dropped, at its end or when
+/// the client goes.
+pub struct Holding<B, H> {
+    body: B,
+    _held: H,
+}
+
+impl<B, H> Holding<B, H> {
+    pub fn new(body: B, held: H) -> Self {
+        Holding { body, _held: held }
+    }
+}
+
+impl<B: http_body::Body + Unpin, H: Unpin> http_body::Body for Holding<B, H> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

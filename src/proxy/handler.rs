@@ -29,10 +29,11 @@ use http::{HeaderValue, Version};
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 
 use crate::candidate::Trial;
-use crate::observe::access::{Exchange, Holds};
+use crate::observe::access::Exchange;
 use crate::policy::edits::{self, EditContext};
 use crate::policy::limit::{self, Refused};
 use crate::policy::redirect::{self, RedirectContext};
+use crate::proxy::body::Holding;
 use crate::proxy::error::ProxyError;
 use crate::proxy::forward::forward;
 use crate::proxy::grpc;
@@ -312,40 +313,9 @@ where
     match exchange {
         Some(exchange) => exchange.respond(response, routed, holds, error),
         None if holds.is_empty() => response.map(Body::new),
-        None => response.map(|body| {
-            Body::new(Holding {
-                body,
-                _holds: holds,
-            })
-        }),
-    }
-}
-
-/// A response body that keeps what its request holds until it ends: for
-/// a router that does not observe requests (measurements only), where the
-/// observed body would do it.
-struct Holding<B> {
-    body: B,
-    _holds: Holds,
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for Holding<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        // A router that does not observe requests (measurements only):
+        // the body keeps what the request holds, as the observed one would.
+        None => response.map(|body| Body::new(Holding::new(body, holds))),
     }
 }
 

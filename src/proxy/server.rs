@@ -42,6 +42,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::{Service, ServiceExt};
 
+use crate::proxy::body::Holding;
 use crate::proxy::headers::ClientAddress;
 
 /// A client that has not sent its request headers within this time is
@@ -400,10 +401,7 @@ impl<A: App> Connection<A> {
             };
             async move {
                 let response = response.await?;
-                Ok::<_, Infallible>(response.map(|body| InFlightBody {
-                    body,
-                    _in_flight: in_flight,
-                }))
+                Ok::<_, Infallible>(response.map(|body| Holding::new(body, in_flight)))
             }
         })
     }
@@ -747,30 +745,7 @@ impl Drop for RequestInFlight {
 
 /// A response body that holds its request's [`RequestInFlight`], so the
 /// header timeout starts counting only once the body has ended.
-struct InFlightBody {
-    body: Body,
-    _in_flight: RequestInFlight,
-}
-
-impl http_body::Body for InFlightBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
+type InFlightBody = Holding<Body, RequestInFlight>;
 
 /// Counts a connection in the open-connections gauge until its task ends,
 /// however it ends (finished, cut at the drain deadline, or panicked).
