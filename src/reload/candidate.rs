@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use crate::candidate::canary::{State, Verdict};
 use crate::candidate::{Candidate, Mode, Origin};
-use crate::reload::reloader::{
-    build, Attempt, LastReload, ReloadResult, Reloader, RouteDiff, Trigger,
-};
+use crate::reload::reloader::{build, Attempt, ReloadResult, Reloader, RouteDiff, Trigger};
 use crate::routes::config::Source;
 
 /// How often a running canary is judged: a broken gate is acted on within
@@ -140,13 +138,7 @@ impl Reloader {
         attempt.diff = Some(diff);
         attempt.note = Some(why.to_owned());
         attempt.canary = candidate.canary.as_ref().map(|c| c.report());
-        record.rejected = None;
-        record.rolled_back = None;
-        record.last = LastReload {
-            ok: true,
-            at: attempt.at,
-            error: None,
-        };
+        record.went_live(attempt.at);
         record.remember(&attempt);
         tracing::info!(%trigger, version, why, "candidate table promoted; it is live");
         Some(attempt)

@@ -182,6 +182,18 @@ pub(super) struct Record {
 }
 
 impl Record {
+    /// A table went live at `at`: the last reload is good, and bytes
+    /// rejected or rolled back before are forgotten.
+    pub(super) fn went_live(&mut self, at: SystemTime) {
+        self.rejected = None;
+        self.rolled_back = None;
+        self.last = LastReload {
+            ok: true,
+            at,
+            error: None,
+        };
+    }
+
     /// Keeps `attempt` in the history, newest first.
     pub(super) fn remember(&mut self, attempt: &Attempt) {
         if self.history.len() == HISTORY_LEN {
@@ -295,13 +307,7 @@ impl Reloader {
                     "route table reloaded"
                 );
                 self.metrics.reload_ok();
-                record.rejected = None;
-                record.rolled_back = None;
-                record.last = LastReload {
-                    ok: true,
-                    at: attempt.at,
-                    error: None,
-                };
+                record.went_live(attempt.at);
                 attempt.result = ReloadResult::Ok;
                 attempt.diff = Some(diff);
                 attempt.note = note;
