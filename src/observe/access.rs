@@ -46,12 +46,9 @@ use crate::observe::log_format::{AccessLine, LineFormat};
 use crate::observe::log_writer::BatchedStderr;
 use crate::observe::metrics::NO_ROUTE;
 use crate::routes::balance::{Tried, MAX_ATTEMPTS};
-use crate::routes::counters::RetryReason;
-use crate::routes::counters::UpstreamErrorKind;
+use crate::routes::counters::{InFlight, RetryReason, UpstreamErrorKind};
 use crate::routes::host::host_of_authority;
-use crate::routes::limits::InFlight;
 use crate::routes::table::{Route, RouteTable};
-use crate::routes::upstreams::UpstreamLoad;
 use crate::trace::{ServerEnd, ServerSpan};
 
 /// The `tracing` target of access-log events, so they can be filtered on
@@ -162,7 +159,7 @@ impl RetryLog {
 #[derive(Debug, Default)]
 pub struct Holds {
     pub route: Option<InFlight>,
-    pub upstream: Option<UpstreamLoad>,
+    pub upstream: Option<InFlight>,
     pub trace: Option<ServerSpan>,
 }
 

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::routes::config::LimitKey;
-use crate::routes::limits::{BucketKey, InFlight, Protection};
+use crate::routes::counters::InFlight;
+use crate::routes::limits::{BucketKey, Protection};
 
 /// Why a route turned a request away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

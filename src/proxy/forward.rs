@@ -31,11 +31,11 @@ use crate::proxy::tunnel::switch_protocols;
 use crate::routes::balance::key_digest;
 use crate::routes::conditions::first_cookie;
 use crate::routes::config::{Balance, HashOn};
-use crate::routes::counters::RetryReason;
+use crate::routes::counters::{InFlight, RetryReason};
 use crate::routes::host::host_of_authority;
 use crate::routes::limits::{Mirror, RetryBudget};
 use crate::routes::table::Route;
-use crate::routes::upstreams::{now_ms, Connect, RouteUpstream, UpstreamLoad};
+use crate::routes::upstreams::{now_ms, Connect, RouteUpstream};
 use crate::trace::{ServerSpan, TryEnd, TrySpan};
 
 /// The URL a request for the canonical `path` with `query` is sent to on
@@ -139,7 +139,7 @@ pub fn forward<'a>(
         let mut last_error = None;
         // The last answer a retry passed over: what the client gets if
         // every try after it fails (SPEC 7.5).
-        let mut passed_over: Option<(reqwest::Response, UpstreamLoad)> = None;
+        let mut passed_over: Option<(reqwest::Response, InFlight)> = None;
         let mut next_reason = None;
         // The next try is a retry of an answer (SPEC 7.5), which may go back
         // to an upstream already tried; a try after a connect failure
@@ -354,7 +354,7 @@ fn retry_attempts(retry: Option<&RetryBudget>) -> usize {
 /// the last real answer, not a router error), as it was.
 fn answered(
     response: reqwest::Response,
-    load: UpstreamLoad,
+    load: InFlight,
     holds: &mut Holds,
 ) -> Result<Answer, ProxyError> {
     holds.upstream = Some(load);

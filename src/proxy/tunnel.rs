@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 
 use crate::proxy::headers::strip_hop_by_hop;
-use crate::routes::limits::InFlight;
+use crate::routes::counters::InFlight;
 
 /// The upgraded connections (WebSocket and others) one worker relays. They
 /// outlive the HTTP connection they came from, so the drain waits for them

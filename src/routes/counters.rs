@@ -1,5 +1,7 @@
 //! Per-route counters (SPEC 3) that a route table holds: requests by status
-//! code, a duration histogram, and upstream errors by kind.
+//! code, a duration histogram, and upstream errors by kind; and
+//! [`InFlight`], a request's place in an in-flight count (a route's
+//! `max_in_flight`, an upstream's load).
 //!
 //! The request path never takes a lock. Each route's [`RouteMetrics`] is
 //! created when its table is built and lives inside that table, so a
@@ -13,11 +15,36 @@
 //!
 //! [`RouteTable::carry_state_from`]: crate::routes::table::RouteTable::carry_state_from
 
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
+
+/// A request's place in an in-flight count, given back when dropped: at
+/// the end of its response body, or when it failed before that.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Takes a place in `count`.
+    pub fn enter(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight::taken(count)
+    }
+
+    /// The place a caller already added to `count` (to check a cap in the
+    /// same atomic step).
+    pub fn taken(count: &Arc<AtomicUsize>) -> InFlight {
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Upper bounds of the duration histogram, in microseconds: 1 ms to 10 s in
 /// roughly 2.5x steps, which covers a sidecar hop (sub-millisecond, in the

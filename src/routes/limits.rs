@@ -15,12 +15,12 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-
 use url::Url;
 
 use crate::routes::config::{
     http_twin, MirrorSpec, RateLimitSpec, RetrySpec, RouteSpec, UpstreamProtocol,
 };
+use crate::routes::counters::InFlight;
 use crate::routes::upstreams::Connect;
 
 /// Nanoseconds on the process's monotonic clock: what buckets count in.
@@ -178,16 +178,6 @@ pub struct InFlightCap {
     pub overloaded: AtomicU64,
 }
 
-/// Counts one request in its route's in-flight number until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl InFlightCap {
     pub fn new(max: u32) -> Self {
         InFlightCap {
@@ -206,7 +196,7 @@ impl InFlightCap {
             self.overloaded.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        Some(InFlight(Arc::clone(&self.count)))
+        Some(InFlight::taken(&self.count))
     }
 
     pub fn current(&self) -> usize {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 use crate::routes::config::{http_twin, UpstreamProtocol, UpstreamSpec};
+use crate::routes::counters::InFlight;
 use crate::routes::upstream_tls::{Redirected, TlsTarget, UpstreamTls};
 
 /// Consecutive connect failures or timeouts that eject an upstream.
@@ -281,22 +282,10 @@ pub fn key_digest(key: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// Counts one request against an upstream's in-flight number until
-/// dropped: at the end of its response body, or when its try failed.
-#[derive(Debug)]
-pub struct UpstreamLoad(Arc<AtomicUsize>);
-
-impl Drop for UpstreamLoad {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl RouteUpstream {
-    /// Counts a request sent here until the returned guard is dropped.
-    pub fn start(&self) -> UpstreamLoad {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        UpstreamLoad(Arc::clone(&self.in_flight))
+    /// Counts a request sent here until the returned place is dropped.
+    pub fn start(&self) -> InFlight {
+        InFlight::enter(&self.in_flight)
     }
 
     pub fn in_flight(&self) -> usize {
